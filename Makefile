@@ -1,0 +1,41 @@
+# Two commands a newcomer needs: `make run` (the main job) and `make test`.
+# Each installs what it needs first through `make setup`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_PIN := torch==2.13.0
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.ddla-installed
+	@# Fashion-MNIST comes from Debian; install it when we are root and it is missing.
+	@if [ ! -d $(FMNIST_DIR) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing dataset-fashion-mnist (Debian)"; \
+		(apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) \
+		 || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
+	fi
+
+$(VENV)/.ddla-installed: pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@# The pinned CPU build when torch is absent: an unpinned torch pulls a multi-GB CUDA build.
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+run: setup
+	$(BIN)/ddla run $(ARGS)
+
+lint: setup
+	$(BIN)/ruff check ddla tests benchmarks examples
+	$(BIN)/ruff format --check ddla tests benchmarks examples
+
+test: setup lint
+	$(BIN)/python -m pytest -m "not slow" -q
+
+bench: setup
+	$(BIN)/python benchmarks/ddp_overhead.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
