@@ -29,7 +29,7 @@ def load_digits(
     seed: int = 0,
     cache_dir: str | Path | None = None,
 ) -> Dataset:
-    """Load sklearn's digits; ``root`` and ``cache_dir`` are unused (the data ships with sklearn)."""
+    """Load sklearn's digits; ``root`` and ``cache_dir`` are unused (sklearn ships the data)."""
     from sklearn.datasets import load_digits as sk_load_digits  # heavy import, only when used
 
     bunch = sk_load_digits()
