@@ -60,9 +60,11 @@ class _Timer:
     def __init__(self, transport: Transport, state: dict[str, float] | None = None) -> None:
         self.transport = transport
         self.compute_s = 0.0
+        self.train_s = 0.0  # seconds inside training steps (forward, backward, sync, update)
         self.wall_offset = 0.0
         if state:
             self.compute_s, self.wall_offset = state["compute_s"], state["wall_s"]
+            self.train_s = state["train_s"]
         self.start = time.perf_counter()
 
     def comm_s(self) -> float:
@@ -75,9 +77,10 @@ class _Timer:
         # DDP overlaps communication with backward; comm seconds are time in flight, so the
         # compute share is what is left of the step (never negative).
         self.compute_s += max(step_seconds - comm_delta, 0.0)
+        self.train_s += step_seconds
 
     def state_dict(self) -> dict[str, float]:
-        return {"compute_s": self.compute_s, "wall_s": self.wall_s()}
+        return {"compute_s": self.compute_s, "train_s": self.train_s, "wall_s": self.wall_s()}
 
 
 def _agent_row(
@@ -93,6 +96,7 @@ def _agent_row(
         "wall_s": round(timer.wall_s(), 4),
         "compute_s": round(timer.compute_s, 4),
         "comm_s": round(timer.comm_s(), 4),
+        "train_s": round(timer.train_s, 4),
     }
 
 
@@ -155,8 +159,11 @@ def _summary(
             "bytes_sent": sum(r["bytes_sent"] for r in rows),
             "bytes_received": sum(r["bytes_received"] for r in rows),
             "per_agent": [
-                {k: r[k] for k in ("bytes_sent", "bytes_received", "compute_s", "comm_s")}
-                | {"rank": r["agent"]}
+                {"rank": r["agent"]}
+                | {
+                    k: r[k]
+                    for k in ("bytes_sent", "bytes_received", "compute_s", "comm_s", "train_s")
+                }
                 for r in rows
             ],
         },
@@ -164,6 +171,7 @@ def _summary(
             "wall_s": g["wall_s"],
             "compute_s": g["compute_s"],
             "comm_s": g["comm_s"],
+            "train_s": max(r["train_s"] for r in rows),
         },
         "model_path": str(out / "model.safetensors"),
         "config": config.to_dict(),
