@@ -119,7 +119,10 @@ def check_lengths(
 def check_finite(x: torch.Tensor | np.ndarray, *, where: str) -> None:
     """Raise DataError if ``x`` holds NaN or infinite values, saying how many."""
     t = torch.as_tensor(x)
-    if t.is_floating_point():
+    # Fast path: any NaN/inf makes the sum non-finite, and one reduction is several times
+    # cheaper than an elementwise mask on Fashion-MNIST (47M values). A float64 sum of float32
+    # values cannot overflow; if a float64 input does, we merely take the exact path below.
+    if t.is_floating_point() and not torch.isfinite(t.sum(dtype=torch.float64)):
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise DataError(

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ddla.data import DATASETS, load_dataset
+from ddla.data.dataset import limit_size
 from ddla.data.loaders import dataset_names
 from ddla.data.loaders.fashion_mnist import DEFAULT_ROOT, FASHION_MNIST_CLASSES
 from ddla.data.loaders.mnist1d import mnist1d_cache_path
@@ -135,9 +136,15 @@ needs_fashion = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="module")
+def fashion():
+    """The full real Fashion-MNIST, loaded once for this module (about a second)."""
+    return load_dataset("fashion-mnist")
+
+
 @needs_fashion
-def test_fashion_mnist_full_real_data():
-    ds = load_dataset("fashion-mnist")
+def test_fashion_mnist_full_real_data(fashion):
+    ds = fashion
     assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
     assert ds.x_train.dtype == torch.float32
     assert float(ds.x_train.min()) == 0.0 and float(ds.x_train.max()) == 1.0
@@ -147,8 +154,8 @@ def test_fashion_mnist_full_real_data():
 
 
 @needs_fashion
-def test_fashion_mnist_subsample():
-    ds = load_dataset("fashion-mnist", size=700, seed=1)
+def test_fashion_mnist_subsample(fashion):
+    ds = limit_size(fashion, 700, seed=1)  # what load_dataset(..., size=700) applies
     assert (len(ds.y_train), len(ds.y_test)) == (600, 100)
     assert ds.y_test.bincount().tolist() == [10] * 10
 
