@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+# eq=False: a generated __eq__ would compare tensors elementwise and raise on bool().
+@dataclass(frozen=True, eq=False)
 class Dataset:
     """A train/test pair of tensors plus class names, validated on construction.
 
@@ -70,6 +71,12 @@ class Dataset:
             ("test", self.x_test, self.y_test),
         ):
             where = f"dataset {self.name!r} ({split})"
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+                raise DataError(
+                    f"{where}: x and y must be torch tensors, got {type(x).__name__} and "
+                    f"{type(y).__name__}",
+                    help="wrap numpy arrays with torch.from_numpy",
+                )
             if x.dtype != torch.float32 or y.dtype != torch.int64:
                 # Loaders convert; a wrong dtype here is a loader bug, still worth one clear line.
                 raise DataError(

@@ -51,6 +51,8 @@ def test_size_keeps_that_many_samples_stratified():
 
 
 def test_unknown_dataset_names_the_allowed_values():
+    with pytest.raises(ConfigError, match="dataset name must be a string"):
+        load_dataset(None)
     with pytest.raises(ConfigError) as info:
         load_dataset("cifar10")
     for name in ("digits", "fashion-mnist", "mnist1d", "npz:PATH"):
@@ -121,6 +123,14 @@ def test_mnist1d_regenerates_a_corrupt_cache(tmp_path):
         warnings.simplefilter("error")
         again = load_dataset("mnist1d", size=100, seed=0, cache_dir=tmp_path)
     assert torch.equal(ds.x_train, again.x_train)
+
+
+def test_mnist1d_unwritable_cache_warns_and_still_loads(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    with pytest.warns(UserWarning, match="could not cache MNIST-1D"):
+        ds = load_dataset("mnist1d", size=100, seed=0, cache_dir=blocker / "cache")
+    assert ds.x_train.shape == (80, 40)
 
 
 def test_mnist1d_too_small_is_a_config_error(tmp_path):
