@@ -85,8 +85,12 @@ class AuditLog:
         """The log of agent ``agent`` in ``run_dir/audit/agent{agent}.jsonl``."""
         return cls(Path(run_dir) / "audit" / f"agent{agent}.jsonl", agent=agent, key=key)
 
-    def append(self, event: str, **data: Any) -> dict[str, Any]:
-        """Record one event with JSON-serialisable details; returns the line written."""
+    def append(self, event: str, *, durable: bool = True, **data: Any) -> dict[str, Any]:
+        """Record one event with JSON-serialisable details; returns the line written.
+
+        ``durable=False`` flushes without fsync (for per-step events); the next durable
+        append makes everything before it durable too.
+        """
         record: dict[str, Any] = {
             "seq": self._seq,
             "ts": round(time.time(), 6),
@@ -101,7 +105,8 @@ class AuditLog:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         self._seq, self._prev = self._seq + 1, record["hash"]
         head = {"count": self._seq, "hash": self._prev}
         if self.key is not None:
@@ -110,7 +115,8 @@ class AuditLog:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(head, f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, self.head_path)
         return record
 

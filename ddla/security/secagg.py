@@ -158,7 +158,13 @@ class SecureAggregator:
         return decode(total, frac_bits=self.frac_bits, ring_bits=self.ring_bits)
 
     def all_reduce(
-        self, transport: Transport, x: torch.Tensor, *, op: str = "avg", tag: str = "train"
+        self,
+        transport: Transport,
+        x: torch.Tensor,
+        *,
+        op: str = "avg",
+        tag: str = "train",
+        timeout_s: float | None = None,
     ) -> torch.Tensor:
         """Sum (``op="sum"``) or mean (``op="avg"``) of ``x`` over the members, in place.
 
@@ -169,7 +175,7 @@ class SecureAggregator:
             raise SecurityError(f"secure aggregation supports sum and avg, not {op!r}")
         contribution = self.masked(x, round=self.round)
         self.round += 1
-        transport.all_reduce(contribution, op="sum", tag=tag)
+        transport.all_reduce(contribution, op="sum", tag=tag, timeout_s=timeout_s)
         result = self.decode(contribution)
         if op == "avg":
             result = result / len(self.session.members)
