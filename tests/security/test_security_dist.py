@@ -19,6 +19,7 @@ from ddla.security.envelope import Envelope
 from ddla.security.identity import handshake
 from ddla.security.policy import AccessPolicy, PolicyEnforcer
 from ddla.security.secagg import SecureAggregator
+from ddla.security.transport import SecureTransport
 from ddla.testing import run_agents
 
 pytestmark = pytest.mark.dist
@@ -62,6 +63,7 @@ def _life(transport, run_dir):
         "pool": _pool(transport, run_dir),
         "pulls": _pulls(transport, run_dir),
         "secagg": _secure_mean(transport),
+        "proxy": _secure_transport(transport),
     }
 
 
@@ -208,6 +210,25 @@ def _secure_mean(transport):
         t.totals("plain")["bytes_sent"],
         t.totals("secure")["bytes_sent"],
     )
+
+
+def _secure_transport(transport):
+    session = _join(transport, [SECRET] * transport.world_size)
+    secure = SecureTransport(transport, aggregator=SecureAggregator(session))
+    torch.manual_seed(10 + transport.rank)
+    x = torch.randn(300)
+    plain = transport.all_reduce(x.clone(), op="avg", tag="plain")
+    via_avg = secure.all_reduce(x.clone(), op="avg")
+    via_hook = secure.all_reduce_async(x.clone()).wait() / transport.world_size
+    ints = secure.all_reduce(torch.arange(3), op="max")  # not averaged: passes through plainly
+    return plain, via_avg, via_hook, ints
+
+
+def test_secure_transport_reroutes_averages(life):
+    for plain, via_avg, via_hook, ints in (o["proxy"] for o in life[0]):
+        torch.testing.assert_close(via_avg, plain, atol=1e-6, rtol=0)
+        torch.testing.assert_close(via_hook, plain, atol=1e-6, rtol=0)
+        assert ints.tolist() == [0, 1, 2]
 
 
 def test_secure_all_reduce_matches_plain_and_costs_2x(life):
