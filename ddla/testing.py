@@ -42,7 +42,7 @@ from ddla.errors import AgentFailedError, ConfigError, DdlaError
 # How long a child that exited without a result may still have one in flight in the queue.
 _RESULT_GRACE_S = 1.0
 # How long finished children get to tear down their process group before being terminated.
-_EXIT_GRACE_S = 10.0
+_EXIT_GRACE_S = 2.0
 KILL_EXIT_CODE = 43  # distinctive, so a killed agent is recognisable in logs and tests
 _PR_SET_PDEATHSIG = 1
 
@@ -246,6 +246,8 @@ def _agent_main(
             blob = pickle.dumps(value)
         except Exception as exc:
             raise TypeError(f"the result of {fn.__name__} is not picklable: {exc}") from exc
+        sys.stdout.flush()
+        sys.stderr.flush()
         results.put(("ok", rank, blob, ""))
     except BaseException as exc:
         results.put(("err", rank, _pickled_error(exc), traceback.format_exc()))

@@ -344,7 +344,7 @@ class Transport:
 
         def body() -> _Measured:
             if self.world_size == 1:
-                return _Measured(pickle.loads(payload), 0, 0)
+                return _Measured([pickle.loads(payload)], 0, 0)
             deadline = time.monotonic() + limit
             size = torch.tensor([len(payload)], dtype=torch.int64)
             sizes = [torch.empty_like(size) for _ in range(self.world_size)]
