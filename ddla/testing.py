@@ -78,7 +78,7 @@ def run_agents(
     allow_exit: Collection[int] = (),
     **kwargs: Any,
 ) -> list[Any]:
-    """Run ``fn(transport, *args, **kwargs)`` on ``world_size`` spawned agents; rank-ordered results.
+    """Run ``fn(transport, *args, **kwargs)`` on ``world_size`` spawned agents; results by rank.
 
     Each agent joins a ``backend`` process group on 127.0.0.1 and gets a
     :class:`~ddla.comm.Transport` whose default call timeout is ``min(60, timeout_s)``.

@@ -80,9 +80,7 @@ class Transport:
     Tensors must be contiguous and live on the backend's device (CPU for gloo).
     """
 
-    def __init__(
-        self, *, group: Any = None, timeout_s: float = 60.0, store: Any = None
-    ) -> None:
+    def __init__(self, *, group: Any = None, timeout_s: float = 60.0, store: Any = None) -> None:
         """Wrap an initialized process group (the default group when ``group`` is None).
 
         ``store`` is the c10d Store for control messages; :meth:`from_env` passes its own.
@@ -355,7 +353,9 @@ class Transport:
             out = [torch.empty_like(padded) for _ in lengths]
             left = max(deadline - time.monotonic(), 0.001)
             self._wait(self._pg.allgather(out, padded, timeout=timedelta(seconds=left)), left)
-            objs = [pickle.loads(t[:n].numpy().tobytes()) for t, n in zip(out, lengths)]
+            objs = [
+                pickle.loads(t[:n].numpy().tobytes()) for t, n in zip(out, lengths, strict=True)
+            ]
             received = sum(n for r, n in enumerate(lengths) if r != self.rank)
             return _Measured(objs, (self.world_size - 1) * len(payload), received)
 
