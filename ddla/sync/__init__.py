@@ -1,0 +1,39 @@
+"""Synchronization strategies, one per file, and their registry.
+
+Example:
+    >>> from ddla.sync import STRATEGIES
+    >>> "allreduce" in STRATEGIES
+    True
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ddla.sync.allreduce import AllReduce
+from ddla.sync.base import Strategy
+from ddla.sync.config import SyncConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from ddla.comm import Transport
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    "allreduce": AllReduce,
+}
+
+
+def build_strategy(
+    config: SyncConfig,
+    *,
+    transport: Transport,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> Strategy:
+    """Build the strategy named by ``config.strategy`` around a model and its optimizer."""
+    cls = STRATEGIES[config.strategy]
+    return cls(transport=transport, model=model, optimizer=optimizer, config=config)
+
+
+__all__ = ["STRATEGIES", "Strategy", "SyncConfig", "build_strategy"]
