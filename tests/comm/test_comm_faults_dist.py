@@ -68,12 +68,12 @@ def test_recv_and_collective_time_out_naming_peer_or_group():
     assert name == "CommTimeoutError"
     assert "recv (tag 'train') timed out after 2 s waiting for rank 1" in message
     assert help_hint and "timeout" in help_hint
-    assert 1.5 < seconds < 6
+    assert 1.5 < seconds < 10  # slack: 2 shared cores
     name, message, _, seconds = collective
     assert name == "CommTimeoutError"
     assert message.startswith("all_reduce (tag 'train') timed out after 2 s")
     assert "group of 3 agents" in message
-    assert 1.5 < seconds < 6
+    assert 1.5 < seconds < 10  # slack: 2 shared cores
     _assert_no_children()
 
 
@@ -96,7 +96,7 @@ def test_dead_peer_raises_peer_failed_quickly():
     assert name == "PeerFailedError", message
     assert "all_reduce (tag 'train') failed: the group of 2 agents" in message
     assert "closed the connection" in message and "log" in help_hint
-    assert seconds < 10
+    assert seconds < 15  # far below the 20 s timeout: no waiting for it
     _assert_no_children()
 
 
@@ -138,5 +138,5 @@ def test_run_agents_timeout_kills_every_agent():
     start = time.monotonic()
     with pytest.raises(AgentFailedError, match=r"timed out after 4 s; ranks \[0\] did not"):
         run_agents(_sleeps, 1, timeout_s=4)
-    assert time.monotonic() - start < 15
+    assert time.monotonic() - start < 20
     _assert_no_children()
