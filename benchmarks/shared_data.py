@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--fractions", default="0,0.01,0.05,0.1")
+    parser.add_argument("--strategy", default="local_sgd", help="a periodic-averaging strategy")
+    parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--out", type=Path, default=RECORDS)
     args = parser.parse_args(argv)
     fractions = [float(f) for f in args.fractions.split(",")]
@@ -75,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     key = write_secret(work / "run.key")
     common = [
         f"agents={args.agents}",
-        "data.dataset=fashion-mnist",
+        f"data.dataset={args.dataset}",
         "model.name=mlp",
-        "sync.strategy=local_sgd",
+        f"sync.strategy={args.strategy}",
         f"sync.every={args.every}",
         f"train.steps={args.steps}",
         "train.eval_every=0",
@@ -107,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         results.append(row)
         print(json.dumps(row), flush=True)
-    secure = next(r for r in results if r["share"] == "none" and r["partition"] != "iid")
+    secure = (
+        next(r for r in results if r["partition"] != "iid" and r["share"] == "none")
+        if 0.0 in fractions
+        else None
+    )
     plain = results[-1]
     record = {
         "benchmark": "shared_data",
@@ -124,14 +130,16 @@ def main(argv: list[str] | None = None) -> int:
             **vars(args),
         },
         "results": results,
-        "secure_aggregation_byte_overhead": secure["train_bytes_sent"] / plain["train_bytes_sent"],
+        "secure_aggregation_byte_overhead": (
+            secure["train_bytes_sent"] / plain["train_bytes_sent"] if secure else None
+        ),
     }
     record["config"]["out"] = str(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "shared_data.json").write_text(json.dumps(record, indent=2) + "\n")
     _plot(results, args.out / "shared_data.png", args)
     print(_table(results))
-    print(f"secure aggregation byte overhead: {record['secure_aggregation_byte_overhead']:.3f}x")
+    print(f"secure aggregation byte overhead: {record['secure_aggregation_byte_overhead']}")
     return 0
 
 
@@ -160,7 +168,8 @@ def _plot(results: list[dict], path: Path, args: argparse.Namespace) -> None:
     ax.set_xlabel("data shared by each agent (%)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(
-        f"Fashion-MNIST, {args.agents} agents, local SGD (H={args.every}, {args.steps} steps)",
+        f"{args.dataset}, {args.agents} agents, {args.strategy} (H={args.every}, "
+        f"{args.steps} steps)",
         fontsize=9,
     )
     ax.legend()
