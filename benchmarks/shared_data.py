@@ -11,36 +11,23 @@ byte overhead against the plain all-reduce in a real run.
     python benchmarks/shared_data.py                 # the recorded benchmark
     python benchmarks/shared_data.py --steps 50      # a quick look
 
-Writes ``benchmarks/records/shared_data.json`` (config, git SHA, machine, command, results)
-and ``benchmarks/records/shared_data.png``.
+Writes ``benchmarks/records/shared_data-latest.json`` (config, git SHA, machine, command,
+results; also a timestamped copy) and ``benchmarks/records/shared_data.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from records import RECORDS, write_record
+
 import ddla
 from ddla.security.secret import write_secret
-
-HERE = Path(__file__).resolve().parent
-RECORDS = HERE / "records"
-
-
-def _git_sha() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _runs(fractions: list[float]) -> list[tuple[str, list[str]]]:
@@ -115,31 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
     plain = results[-1]
-    record = {
-        "benchmark": "shared_data",
-        "command": " ".join([sys.executable, *sys.argv]),
-        "git_sha": _git_sha(),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "torch": __import__("torch").__version__,
-        },
-        "config": {
-            "common": [c for c in common if not c.startswith("security.secret_file")],
-            **vars(args),
-        },
-        "results": results,
-        "secure_aggregation_byte_overhead": (
-            secure["train_bytes_sent"] / plain["train_bytes_sent"] if secure else None
-        ),
-    }
-    record["config"]["out"] = str(args.out)
+    overhead = secure["train_bytes_sent"] / plain["train_bytes_sent"] if secure else None
+    config = {"overrides": [c for c in common if not c.startswith("security.secret_file")]}
+    config.update({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()})
+    figures = {"results": results, "secure_aggregation_byte_overhead": overhead}
+    path = write_record("shared_data", config=config, figures=figures)
+    print(f"record: {path}")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "shared_data.json").write_text(json.dumps(record, indent=2) + "\n")
     _plot(results, args.out / "shared_data.png", args)
     print(_table(results))
-    print(f"secure aggregation byte overhead: {record['secure_aggregation_byte_overhead']}")
+    print(f"secure aggregation byte overhead: {overhead}")
     return 0
 
 
