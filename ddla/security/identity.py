@@ -159,8 +159,10 @@ def handshake(
         failed[r] = f"did not join the handshake within {timeout_s:g} s"
     hellos: dict[int, dict] = {}
     for r in sorted(joined):
-        msg = json.loads(store.get(hello_keys[r]))
-        if "error" in msg:
+        msg = _parse_hello(store.get(hello_keys[r]), r)
+        if msg is None:
+            failed[r] = "sent a malformed hello"
+        elif "error" in msg:
             failed[r] = f"has no run secret ({msg['error']})"
         elif msg.get("v") != _VERSION:
             failed[r] = f"speaks handshake version {msg.get('v')}, this agent {_VERSION}"
@@ -182,7 +184,10 @@ def handshake(
         failed[r] = f"did not answer the challenge within {timeout_s:g} s"
     for r in sorted(answered - {rank}):
         expected = _mac(secret, b"resp", str(r).encode(), transcript)
-        got = bytes.fromhex(store.get(resp_keys[r]).decode())
+        try:
+            got = bytes.fromhex(store.get(resp_keys[r]).decode())
+        except (UnicodeDecodeError, ValueError):
+            got = b""
         if not hmac.compare_digest(expected, got):
             failed[r] = "could not prove it holds this run's secret"
     members = tuple(r for r in range(world_size) if r not in failed)
@@ -210,6 +215,22 @@ def handshake(
         public_keys={r: bytes.fromhex(hellos[r]["pub"]) for r in members},
         _pair_keys=pair_keys,
     )
+
+
+def _parse_hello(raw: bytes, rank: int) -> dict | None:
+    """A peer's hello, or None when it is not one (wrong rank, bad key or nonce sizes)."""
+    try:
+        msg = json.loads(raw)
+        if not isinstance(msg, dict) or msg.get("rank") != rank:
+            return None
+        complete = (
+            "error" in msg
+            or msg.get("v") != _VERSION
+            or (len(bytes.fromhex(msg["pub"])) == 32 and len(bytes.fromhex(msg["nonce"])) == 32)
+        )
+        return msg if complete else None
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _raise(rank: int, world_size: int, failed: dict[int, str], *, majority: bool = False) -> None:

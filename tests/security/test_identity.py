@@ -75,3 +75,21 @@ def test_absent_agent_times_out_cleanly():
 def test_absent_agent_excluded_when_configured():
     out = run_handshakes([GOOD] * 3, timeout_s=1.0, skip={2}, on_failure="exclude")
     assert out[0].members == out[1].members == (0, 1)
+
+
+def test_garbage_on_the_store_is_a_failed_agent_not_a_crash():
+    from datetime import timedelta
+
+    from torch.distributed import TCPStore
+
+    from ddla.security.identity import handshake
+
+    store = TCPStore(
+        "127.0.0.1", 0, None, True, timeout=timedelta(seconds=5), wait_for_workers=False
+    )
+    store.set("ddla/auth/hello/1", b"\xff not json")
+    with pytest.raises(AuthenticationError, match="agent 1 sent a malformed hello"):
+        handshake(store, rank=0, world_size=2, secret=GOOD, timeout_s=2)
+    store.set("x/hello/1", '{"v": 1, "rank": 1, "pub": "00", "nonce": "00"}')
+    with pytest.raises(AuthenticationError, match="malformed hello"):
+        handshake(store, rank=0, world_size=2, secret=GOOD, timeout_s=2, prefix="x")
