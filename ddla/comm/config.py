@@ -19,7 +19,7 @@ class CommConfig:
     """
 
     backend: str = "auto"
-    """Process-group backend: ``auto`` (NCCL when CUDA is present, else gloo), ``gloo`` or ``nccl``."""
+    """Process-group backend: ``auto`` (NCCL with CUDA, else gloo), ``gloo`` or ``nccl``."""
     timeout_s: float = 120.0
     """Seconds any blocking call may wait before it fails naming the op and peer."""
 
