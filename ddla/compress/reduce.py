@@ -47,8 +47,8 @@ def compressed_all_reduce(
 
         >>> import torch
         >>> from ddla.compress import build_compressor
-        >>> from ddla.testing import single_transport
-        >>> with single_transport() as t:
+        >>> from ddla.comm import Transport
+        >>> with Transport.single() as t:
         ...     out = compressed_all_reduce(t, [torch.ones(3)], build_compressor("int8"))
         >>> out[0].tolist()
         [1.0, 1.0, 1.0]
