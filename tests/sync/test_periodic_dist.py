@@ -66,7 +66,7 @@ def _agent(transport: Transport) -> dict[str, object]:
     out: dict[str, object] = {}
     steps = 7
     # 1. local_sgd with H=1 under plain SGD equals allreduce.
-    out["allreduce"] = out_ref = None  # TEMP
+    out["allreduce"] = _params(_train(transport, SyncConfig(strategy="allreduce"), steps)[0])
     out["local_sgd_h1"] = _params(
         _train(transport, SyncConfig(strategy="local_sgd", every=1), steps)[0]
     )
@@ -123,7 +123,7 @@ def test_periodic_strategies_over_three_agents():
     world = 3
     results = run_agents(_agent, world, timeout_s=240)
     r0 = results[0]
-    for a, b in zip(r0["local_sgd_h1"], r0["local_sgd_h1"], strict=True):  # TEMP
+    for a, b in zip(r0["local_sgd_h1"], r0["allreduce"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(r0["diloco_lr1"], r0["local_sgd_h3"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
