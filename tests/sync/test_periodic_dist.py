@@ -70,6 +70,10 @@ def _agent(transport: Transport) -> dict[str, object]:
     out["local_sgd_h1"] = _params(
         _train(transport, SyncConfig(strategy="local_sgd", every=1), steps)[0]
     )
+    # 1b. allreduce with a compressed DDP hook: agents agree; fp16 stays close to fp32.
+    for spec in ["fp16", "int8", "topk:0.3", "powersgd:1"]:
+        cfg = SyncConfig(strategy="allreduce", compress=spec)
+        out[f"allreduce|{spec}"] = _params(_train(transport, cfg, steps)[0])
     # 2. diloco with outer lr 1 and no momentum equals local_sgd (same inner AdamW).
     d = SyncConfig(strategy="diloco", every=3, outer_lr=1.0, outer_momentum=0.0)
     out["diloco_lr1"] = _params(_train(transport, d, steps, optim="adamw")[0])
@@ -127,6 +131,14 @@ def test_periodic_strategies_over_three_agents():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     for a, b in zip(r0["diloco_lr1"], r0["local_sgd_h3"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for spec in ["fp16", "int8", "topk:0.3", "powersgd:1"]:
+        key = f"allreduce|{spec}"
+        for r in results[1:]:
+            for a, b in zip(r[key], r0[key], strict=True):
+                assert torch.equal(a, b), key
+        if spec == "fp16":
+            for a, b in zip(r0[key], r0["allreduce"], strict=True):
+                torch.testing.assert_close(a, b, rtol=1e-2, atol=1e-3)
     for cfg in STRATEGY_CONFIGS:
         for spec in COMPRESSORS:
             key = f"{cfg}|{spec}"
