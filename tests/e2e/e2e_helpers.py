@@ -22,7 +22,12 @@ def descendants(pid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z":
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # multiprocessing's resource tracker lives as long as the test runner by design.
+        if fields[0] != "Z" and b"resource_tracker" not in cmd:
             parents[int(entry.name)] = int(fields[1])
     found, frontier = [], [pid]
     while frontier:
