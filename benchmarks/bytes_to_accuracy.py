@@ -30,15 +30,13 @@ import argparse
 import copy
 import dataclasses
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from records import git_sha, machine
 
 from ddla.agent import train
 from ddla.config import RunConfig
@@ -150,33 +148,6 @@ def analyse(out: Path, run: dict[str, Any], targets: list[float], agents: int) -
     }
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpus": os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-    }
-
-
-def git_sha() -> str:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def fmt_bytes(n: float | None) -> str:
     if n is None:
         return "—"
@@ -278,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             (out / "metrics.jsonl").unlink(missing_ok=True)
             plan.append((str(out), overrides(args, part, run)))
             index.append((out, {"partition": part, **run}))
-    print(f"{len(plan)} runs x {args.steps} steps x {args.agents} agents", flush=True)
+    sha = git_sha()  # the code that runs, before anything can change the checkout
+    print(f"{len(plan)} runs x {args.steps} steps x {args.agents} agents at {sha}", flush=True)
     start = time.perf_counter()
     run_agents(_agent, args.agents, plan, timeout_s=6 * 3600)
     elapsed = time.perf_counter() - start
@@ -286,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "benchmark": "bytes_to_accuracy",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_sha": git_sha(),
+        "git_sha": sha,
         "machine": machine(),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "config": vars(args),
