@@ -35,9 +35,7 @@ def _transport_allreduce_hook(transport: Transport, bucket):
     return transport.all_reduce_async(buffer, tag="train")
 
 
-def _compressed_hook(
-    state: tuple[Transport, Compressor], bucket: Any
-) -> torch.futures.Future[torch.Tensor]:
+def _compressed_hook(state: tuple[Transport, Compressor], bucket):  # see the note above
     """DDP comm hook: mean of the bucket's gradients through a compressor."""
     transport, compressor = state
     grads = bucket.gradients()
