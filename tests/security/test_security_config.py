@@ -42,3 +42,19 @@ def test_valid_security_settings(tmp_path):
         ],
     )
     assert cfg.security == SecurityConfig(enabled=True, secure_aggregation=True, policy=str(policy))
+
+
+def test_fresh_run_sets_the_previous_audit_log_aside(tmp_path):
+    from ddla.runfiles import prepare_run_dir
+    from ddla.security.audit import AuditLog, verify
+
+    AuditLog.for_run(tmp_path, agent=0).append("join", members=[0])
+    prepare_run_dir(tmp_path, fresh=False)
+    assert verify(tmp_path).ok  # a resumed run keeps appending to its own log
+    prepare_run_dir(tmp_path, fresh=True)
+    assert not (tmp_path / "audit").exists()
+    [kept] = tmp_path.glob("audit.*")
+    assert (kept / "agent0.jsonl").read_text().count("\n") == 1
+    AuditLog.for_run(tmp_path, agent=0).append("join", members=[0])
+    prepare_run_dir(tmp_path, fresh=True)
+    assert len(list(tmp_path.glob("audit.*"))) == 2
