@@ -15,6 +15,8 @@ def test_defaults_are_off_and_valid():
     [
         (["data.share=shared:0.05"], "needs security.enabled=true"),
         (["security.secure_aggregation=true"], "needs security.enabled=true"),
+        (["data.pull_every=5"], "needs security.enabled=true"),
+        (["data.pull_count=0"], "pull_count"),
         (["data.share=shared:1.5"], "data.share"),
         (["data.share=everything"], "data.share"),
         (["security.on_auth_failure=exclude", "security.enabled=true"], "not supported"),
