@@ -103,3 +103,27 @@ def test_pulls_during_a_run_follow_the_policy(secure_run, tmp_path):
     assert len(refusals) == 2 and "no rule of agent 0 lets agent 1 pull" in refusals[0]
     assert [e["event"] for e in events(0)].count("deny") == 2
     assert runner.invoke(app, ["audit", "verify", str(out)]).exit_code == 0
+
+
+def test_resumed_run_replays_its_pulls(secure_run, tmp_path):
+    import ddla
+
+    key, _ = secure_run
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("default: allow\n")
+    base = [
+        "agents=2", "data.dataset=digits", "data.partition=shards:1", "train.eval_every=0",
+        "train.checkpoint_every=10", "security.enabled=true", f"security.secret_file={key}",
+        f"security.policy={policy}", "data.pull_every=5", "data.pull_count=4",
+    ]  # fmt: skip
+    whole = ddla.launch(
+        overrides=[*base, "train.steps=20", f"out={tmp_path / 'a'}"], progress=False
+    )
+    ddla.launch(overrides=[*base, "train.steps=10", f"out={tmp_path / 'b'}"], progress=False)
+    resumed = ddla.launch(resume=tmp_path / "b", overrides=["train.steps=20"], progress=False)
+    assert resumed["final"] == whole["final"]
+    pulls = [
+        json.loads(line)["event"]
+        for line in (tmp_path / "b" / "audit" / "agent0.jsonl").read_text().splitlines()
+    ].count("pull")
+    assert pulls == 1 + 3  # step 5 in the first part; steps 5, 10 replayed and 15 after resume
