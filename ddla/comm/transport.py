@@ -284,6 +284,21 @@ class Transport:
 
         return self._run("all_reduce", tag, sent, received, body, timeout_s=limit)
 
+    @property
+    def emulates_links(self) -> bool:
+        """Whether transfers are shaped by a wide-area link model (none on this Transport)."""
+        return False
+
+    def account(self, op: str, nbytes: int, *, tag: str = "train") -> None:
+        """Record a transfer that a PyTorch component made on this group outside the Transport.
+
+        DDP's built-in all-reduce runs in C++ inside backward; the strategy calls this once per
+        step with the gradient bytes so byte accounting still covers it (ring model, as if one
+        all-reduce of ``nbytes``).
+        """
+        sent, received = ring_bytes(op, nbytes, self.world_size, self.rank)
+        self._run(op, tag, sent, received, lambda: None, timeout_s=self.timeout_s)
+
     def all_reduce_async(self, tensor: torch.Tensor, *, tag: str = "train") -> torch.futures.Future:
         """Start a sum all-reduce of ``tensor`` in place; the future yields the tensor.
 
