@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ddla.comm.clock import CLOCKS
+from ddla.comm.links import LinkTable, parse_overrides, parse_profile
 from ddla.errors import ConfigError
 
 BACKENDS = ("auto", "gloo", "nccl")
@@ -19,9 +21,17 @@ class CommConfig:
     """
 
     backend: str = "auto"
-    """Process-group backend: ``auto`` (NCCL when CUDA is present, else gloo), ``gloo`` or ``nccl``."""
+    """Process-group backend: ``auto`` (NCCL with CUDA, else gloo), ``gloo`` or ``nccl``."""
     timeout_s: float = 120.0
     """Seconds any blocking call may wait before it fails naming the op and peer."""
+    link: str = "lan"
+    """Emulated link between agents: ``lan`` (none), ``dc``, ``wan``, ``wan-100``, ``edge`` or
+    ``RATE:DELAY`` such as ``100mbit:25ms`` (see :mod:`ddla.comm.links`)."""
+    link_overrides: dict[int, str] = field(default_factory=dict)
+    """Agents behind another link, e.g. ``"3=edge"`` or ``{3: "edge"}`` (a far data center)."""
+    clock: str = "real"
+    """``real``: emulated link time is slept, wall-clock is true; ``virtual``: it is added to a
+    simulated clock without sleeping (fast sweeps). Every reported time names its clock."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -31,3 +41,15 @@ class CommConfig:
             )
         if not self.timeout_s > 0:
             raise ConfigError(f"comm.timeout_s must be > 0, got {self.timeout_s}")
+        parse_profile(self.link)  # raises ConfigError naming the bad profile
+        # Normalised to {rank: profile}; ranks are checked against agents by check_agents().
+        self.link_overrides = parse_overrides(self.link_overrides)
+        if self.clock not in CLOCKS:
+            raise ConfigError(
+                f"comm.clock: unknown clock {self.clock!r}",
+                help=f"choose one of: {', '.join(CLOCKS)} (virtual: no sleeping, for sweeps)",
+            )
+
+    def check_agents(self, agents: int) -> None:
+        """Fail at configuration time when an override names an agent the run does not have."""
+        LinkTable.build(self.link, self.link_overrides, world_size=agents)
