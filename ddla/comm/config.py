@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ddla.comm.clock import CLOCKS
 from ddla.comm.links import LinkTable, parse_overrides, parse_profile
@@ -27,8 +27,9 @@ class CommConfig:
     link: str = "lan"
     """Emulated link between agents: ``lan`` (none), ``dc``, ``wan``, ``wan-100``, ``edge`` or
     ``RATE:DELAY`` such as ``100mbit:25ms`` (see :mod:`ddla.comm.links`)."""
-    link_overrides: dict[int, str] = field(default_factory=dict)
-    """Agents behind another link, e.g. ``"3=edge"`` or ``{3: "edge"}`` (a far data center)."""
+    link_overrides: str = ""
+    """Agents behind another link, ``RANK=PROFILE`` pairs: ``"3=edge"`` puts agent 3 in a far
+    data center, ``"2=wan-100,3=edge"`` two of them."""
     clock: str = "real"
     """``real``: emulated link time is slept, wall-clock is true; ``virtual``: it is added to a
     simulated clock without sleeping (fast sweeps). Every reported time names its clock."""
@@ -42,8 +43,10 @@ class CommConfig:
         if not self.timeout_s > 0:
             raise ConfigError(f"comm.timeout_s must be > 0, got {self.timeout_s}")
         parse_profile(self.link)  # raises ConfigError naming the bad profile
-        # Normalised to {rank: profile}; ranks are checked against agents by check_agents().
-        self.link_overrides = parse_overrides(self.link_overrides)
+        # Normalised to "r=spec,r=spec"; ranks are checked against agents by check_agents().
+        self.link_overrides = ",".join(
+            f"{rank}={spec}" for rank, spec in parse_overrides(self.link_overrides).items()
+        )
         if self.clock not in CLOCKS:
             raise ConfigError(
                 f"comm.clock: unknown clock {self.clock!r}",
@@ -52,4 +55,8 @@ class CommConfig:
 
     def check_agents(self, agents: int) -> None:
         """Fail at configuration time when an override names an agent the run does not have."""
-        LinkTable.build(self.link, self.link_overrides, world_size=agents)
+        self.link_table(agents)
+
+    def link_table(self, world_size: int) -> LinkTable:
+        """The links of a run of ``world_size`` agents (raises ConfigError on a missing agent)."""
+        return LinkTable.build(self.link, self.link_overrides, world_size=world_size)

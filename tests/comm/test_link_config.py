@@ -10,10 +10,11 @@ from ddla.errors import ConfigError
 
 def test_defaults_and_normalisation() -> None:
     cfg = CommConfig()
-    assert (cfg.link, cfg.link_overrides, cfg.clock) == ("lan", {}, "real")
-    cfg = CommConfig(link="wan-100", link_overrides="3=edge", clock="virtual")  # type: ignore[arg-type]
-    assert cfg.link_overrides == {3: "edge"}
+    assert (cfg.link, cfg.link_overrides, cfg.clock) == ("lan", "", "real")
+    cfg = CommConfig(link="wan-100", link_overrides=" 3=edge, 1=1gbit:2ms", clock="virtual")
+    assert cfg.link_overrides == "3=edge,1=1gbit:2ms"
     cfg.check_agents(4)
+    assert cfg.link_table(4).describe() == "wan-100 (agent 1: 1gbit:2ms, agent 3: edge)"
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,6 @@ def test_bad_values_fail_at_construction(kwargs: dict, fragment: str) -> None:
 
 
 def test_override_of_missing_agent() -> None:
-    cfg = CommConfig(link="wan", link_overrides={7: "edge"})
+    cfg = CommConfig(link="wan", link_overrides="7=edge")
     with pytest.raises(ConfigError, match="agent 7 does not exist"):
         cfg.check_agents(4)
