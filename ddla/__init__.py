@@ -1,6 +1,34 @@
-"""ddla: distributed deep learning agents on torch.distributed."""
+"""ddla: distributed deep learning agents on torch.distributed.
 
+Train one PyTorch model across many agents that each hold part of the data::
+
+    import ddla
+
+    def make_job() -> ddla.Job:          # runs inside every agent
+        ds = ddla.data.load_dataset("digits")
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        return ddla.Job(model=model, train=(ds.x_train, ds.y_train), test=(ds.x_test, ds.y_test))
+
+    summary = ddla.launch(make_job, overrides=["agents=4", "train.steps=200"])
+
+The same script runs under ``torchrun --nnodes N ...``: each process becomes one agent.
+"""
+
+from ddla import data
+from ddla.config import RunConfig, TrainConfig
 from ddla.errors import DdlaError
+from ddla.job import Job
+from ddla.launch import launch
 
-__all__ = ["DdlaError"]
+__all__ = ["DdlaError", "Job", "RunConfig", "TrainConfig", "data", "launch", "run"]
 __version__ = "0.1.0"
+
+
+def run(config: RunConfig | None = None, **kwargs: object) -> dict:
+    """Run a configured job (zoo model, built-in dataset) and return its summary.
+
+    Example:
+        >>> cfg = RunConfig.load(None, ["agents=2", "data.dataset=digits"])
+        >>> summary = ddla.run(cfg)  # doctest: +SKIP
+    """
+    return launch(config=config or RunConfig(), **kwargs)  # type: ignore[arg-type]

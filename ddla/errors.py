@@ -18,7 +18,7 @@ class DdlaError(Exception):
 
     exit_code: int = 1
 
-    def __init__(self, message: str, *, help: str | None = None) -> None:  # noqa: A002
+    def __init__(self, message: str, *, help: str | None = None) -> None:
         super().__init__(message)
         self.help = help
 
@@ -26,7 +26,7 @@ class DdlaError(Exception):
         return (_rebuild, (type(self), str(self), self.help))
 
 
-def _rebuild(cls: type[DdlaError], message: str, help: str | None) -> DdlaError:  # noqa: A002
+def _rebuild(cls: type[DdlaError], message: str, help: str | None) -> DdlaError:
     return cls(message, help=help)
 
 

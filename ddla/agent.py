@@ -1,0 +1,356 @@
+"""One agent's life: join -> data -> model -> train loop -> merge. The only training loop.
+
+Every agent runs :func:`agent_main`, whether started by ``ddla run`` (PyTorch's elastic launcher
+on this machine) or by ``torchrun`` on several machines::
+
+    torchrun --nnodes 2 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
+        -m ddla.agent --config run.yaml --set data.dataset=digits
+
+Life of one step: batch from this agent's shard -> forward/backward -> optimizer step (the
+strategy's post-hook synchronizes, through the Transport) -> meters -> sinks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ddla.checkpoint import (
+    commit_checkpoint,
+    file_sha256,
+    read_agent_state,
+    write_agent_state,
+)
+from ddla.comm import Transport
+from ddla.config import RunConfig
+from ddla.data import AgentBatches, partition
+from ddla.errors import DdlaError
+from ddla.job import Job, job_from_config
+from ddla.metrics import ConsoleProgress, JsonlSink, evaluate
+from ddla.models import averaged_copy, save_model
+from ddla.optim import build_optimizer
+from ddla.runfiles import METRICS, SUMMARY, atomic_write_json, trim_metrics, write_agent_error
+from ddla.sync import STRATEGIES, build_strategy
+
+log = logging.getLogger("ddla.agent")
+
+JobFactory = Callable[[], Job]
+
+
+def _setup_logging(out: Path, rank: int) -> None:
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "logs" / f"agent{rank}.log", mode="a")
+    handler.setFormatter(logging.Formatter(f"%(asctime)s agent{rank} %(levelname)s %(message)s"))
+    root = logging.getLogger("ddla")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+class _Timer:
+    """Accumulates this agent's compute and communication seconds (restored on resume)."""
+
+    def __init__(self, transport: Transport, state: dict[str, float] | None = None) -> None:
+        self.transport = transport
+        self.compute_s = 0.0
+        self.train_s = 0.0  # seconds inside training steps (forward, backward, sync, update)
+        self.wall_offset = 0.0
+        if state:
+            self.compute_s, self.wall_offset = state["compute_s"], state["wall_s"]
+            self.train_s = state["train_s"]
+        self.start = time.perf_counter()
+
+    def comm_s(self) -> float:
+        return float(self.transport.stats.totals("train")["seconds"])
+
+    def wall_s(self) -> float:
+        return self.wall_offset + time.perf_counter() - self.start
+
+    def add_step(self, step_seconds: float, comm_delta: float) -> None:
+        # DDP overlaps communication with backward; comm seconds are time in flight, so the
+        # compute share is what is left of the step (never negative).
+        self.compute_s += max(step_seconds - comm_delta, 0.0)
+        self.train_s += step_seconds
+
+    def state_dict(self) -> dict[str, float]:
+        return {"compute_s": self.compute_s, "train_s": self.train_s, "wall_s": self.wall_s()}
+
+
+def _agent_row(
+    step: int, rank: int, metrics: dict[str, float], transport: Transport, timer: _Timer
+) -> dict[str, Any]:
+    totals = transport.stats.totals("train")
+    return {
+        "step": step,
+        "agent": rank,
+        **metrics,
+        "bytes_sent": int(totals["bytes_sent"]),
+        "bytes_received": int(totals["bytes_received"]),
+        "wall_s": round(timer.wall_s(), 4),
+        "compute_s": round(timer.compute_s, 4),
+        "comm_s": round(timer.comm_s(), 4),
+        "train_s": round(timer.train_s, 4),
+    }
+
+
+class _Evaluator:
+    """Per-agent and global (merged-model) evaluation; rank 0 writes the JSONL lines."""
+
+    def __init__(
+        self, job: Job, config: RunConfig, transport: Transport, sink: JsonlSink | None
+    ) -> None:
+        self.job, self.config, self.transport, self.sink = job, config, transport, sink
+        self.global_model = copy.deepcopy(job.model)
+        self.merged_state: dict[str, torch.Tensor] = {}
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, step: int, model: torch.nn.Module, timer: _Timer) -> dict[str, Any]:
+        x, y = self.job.test
+        nc = self.job.num_classes
+        local = evaluate(model, x, y, num_classes=nc) if self.config.train.eval_agents else {}
+        row = _agent_row(step, self.transport.rank, local, self.transport, timer)
+        rows = self.transport.all_gather_object(row, tag="eval")
+        self.merged_state = averaged_copy(model, self.transport, tag="eval")
+        if self.transport.rank != 0:
+            return {}
+        self.global_model.load_state_dict(self.merged_state)
+        merged = evaluate(self.global_model, x, y, num_classes=nc)
+        global_row = {
+            "step": step,
+            "agent": "global",
+            **merged,
+            "bytes_sent": sum(r["bytes_sent"] for r in rows),
+            "bytes_received": sum(r["bytes_received"] for r in rows),
+            "wall_s": row["wall_s"],
+            "compute_s": max(r["compute_s"] for r in rows),
+            "comm_s": max(r["comm_s"] for r in rows),
+        }
+        if self.sink is not None:
+            if self.config.train.eval_agents:
+                for r in rows:
+                    self.sink.write(r)
+            self.sink.write(global_row)
+        self.last = {"global": global_row, "agents": rows}
+        log.info("step %d global accuracy %.4f loss %.4f", step, merged["accuracy"], merged["loss"])
+        return global_row
+
+
+def _summary(
+    config: RunConfig, job: Job, evaluator: _Evaluator, timer: _Timer, steps: int, out: Path
+) -> dict[str, Any]:
+    g, rows = evaluator.last["global"], evaluator.last["agents"]
+    return {
+        "strategy": config.sync.strategy,
+        "agents": evaluator.transport.world_size,
+        "dataset": job.name,
+        "model": config.model.name if job.model_config is not None else "custom",
+        "partition": config.data.partition,
+        "seed": config.train.seed,
+        "steps": steps,
+        "final": {k: g[k] for k in ("accuracy", "precision", "recall", "f1", "loss")},
+        "comm": {
+            "bytes_sent": sum(r["bytes_sent"] for r in rows),
+            "bytes_received": sum(r["bytes_received"] for r in rows),
+            "per_agent": [
+                {"rank": r["agent"]}
+                | {
+                    k: r[k]
+                    for k in ("bytes_sent", "bytes_received", "compute_s", "comm_s", "train_s")
+                }
+                for r in rows
+            ],
+        },
+        "time": {
+            "wall_s": g["wall_s"],
+            "compute_s": g["compute_s"],
+            "comm_s": g["comm_s"],
+            "train_s": max(r["train_s"] for r in rows),
+        },
+        "model_path": str(out / "model.safetensors"),
+        "config": config.to_dict(),
+    }
+
+
+def train(
+    job: Job,
+    config: RunConfig,
+    transport: Transport,
+    *,
+    resume: bool = False,
+    faults: Any = None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere)."""
+    rank, world = transport.rank, transport.world_size
+    out = Path(config.out)
+    tc = config.train
+    x_train, y_train = job.train
+    parts = partition(config.data.partition, y_train.numpy(), world, tc.seed)
+    batches = AgentBatches(parts[rank], batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
+    log.info(
+        "shard of %d samples, %d agents, strategy %s", len(parts[rank]), world, config.sync.strategy
+    )
+
+    model = job.model
+    state = read_agent_state(out, rank=rank) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+    default_opt = STRATEGIES[config.sync.strategy].default_optimizer
+    optimizer = (
+        job.optimizer(model.parameters())
+        if job.optimizer is not None
+        else build_optimizer(config.optim, model.parameters(), default=default_opt)
+    )
+    strategy = build_strategy(config.sync, transport=transport, model=model, optimizer=optimizer)
+    start = 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        strategy.load_state_dict(state["strategy"])
+        transport.stats.load_state_dict(state["comm_stats"])
+        torch.set_rng_state(state["rng"])
+        start = int(state["step"])
+        log.info("resumed at step %d", start)
+    timer = _Timer(transport, state["timer"] if state else None)
+
+    sink = None
+    if rank == 0:
+        if resume:
+            trim_metrics(out / METRICS, after_step=start)
+        sink = JsonlSink(out / METRICS, append=resume)
+    evaluator = _Evaluator(job, config, transport, sink)
+    train_model = strategy.train_model
+    train_model.train()
+    bar = ConsoleProgress(
+        total=tc.steps,
+        description=f"{config.sync.strategy} x{world}",
+        enabled=progress and rank == 0,
+    )
+    try:
+        with bar:
+            bar.update(start)
+            for step in range(start, tc.steps):
+                idx = torch.from_numpy(batches.batch(step))
+                t0, c0 = time.perf_counter(), timer.comm_s()
+                optimizer.zero_grad(set_to_none=True)
+                loss = job.loss(train_model(x_train[idx]), y_train[idx])
+                loss.backward()
+                optimizer.step()  # the strategy synchronizes in its step post-hook
+                timer.add_step(time.perf_counter() - t0, timer.comm_s() - c0)
+                done = step + 1
+                if faults is not None:
+                    faults.apply(rank, done)
+                acc = None
+                if tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
+                    acc = evaluator(done, model, timer).get("accuracy")
+                if tc.checkpoint_every and done % tc.checkpoint_every == 0:
+                    _save_checkpoint(out, done, model, optimizer, strategy, transport, timer)
+                bar.update(
+                    done,
+                    loss=loss.item(),
+                    accuracy=acc,
+                    bytes_sent=int(transport.stats.totals("train")["bytes_sent"]),
+                )
+            strategy.finish()
+            evaluator(tc.steps, model, timer)
+    finally:
+        strategy.close()
+        if sink is not None:
+            sink.close()
+    if rank != 0:
+        return None
+    model_path = save_model(
+        out / "model.safetensors",
+        evaluator.global_model,
+        model_config=job.model_config,
+        input_shape=job.input_shape,
+        classes=tuple(job.classes or ()),
+        dataset=job.name,
+        extra={"strategy": config.sync.strategy, "agents": world},
+    )
+    summary = _summary(config, job, evaluator, timer, tc.steps, out)
+    summary["model_path"] = str(model_path)
+    atomic_write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _save_checkpoint(
+    out: Path, step: int, model, optimizer, strategy, transport: Transport, timer: _Timer
+) -> None:
+    state = {
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "strategy": strategy.state_dict(),
+        "comm_stats": transport.stats.state_dict(),
+        "timer": timer.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    path = write_agent_state(out, step=step, rank=transport.rank, state=state)
+    hashes = transport.all_gather_object((transport.rank, file_sha256(path)), tag="control")
+    if transport.rank == 0:
+        commit_checkpoint(out, step=step, world_size=transport.world_size, hashes=dict(hashes))
+    # Nobody moves on (and possibly dies) before the checkpoint is committed.
+    transport.barrier()
+    log.info("checkpoint at step %d", step)
+
+
+def agent_main(
+    config_dict: dict[str, Any],
+    job_factory: JobFactory | None = None,
+    resume: bool = False,
+    faults: Any = None,
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """Entry point of one agent process (local launcher and torchrun alike)."""
+    config = RunConfig.from_dict(config_dict)
+    out = Path(config.out)
+    transport = Transport.from_env(backend=config.comm.backend, timeout_s=config.comm.timeout_s)
+    _setup_logging(out, transport.rank)
+    try:
+        job = job_factory() if job_factory is not None else job_from_config(config)
+        return train(job, config, transport, resume=resume, faults=faults, progress=progress)
+    except BaseException as exc:
+        log.exception("agent failed")
+        if isinstance(exc, (DdlaError, Exception)):
+            write_agent_error(out, transport.rank, exc)
+        raise
+    finally:
+        transport.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ddla.agent``: the agent entry point under torchrun."""
+    from ddla.launch import launch
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ddla.agent", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--config", help="YAML/TOML run file")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="a.b=c override"
+    )
+    parser.add_argument("--out", help="run directory")
+    parser.add_argument("--resume", help="continue the run in this directory")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    try:
+        launch(config_file=args.config, overrides=overrides, resume=args.resume)
+    except DdlaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.help:
+            print(f"help: {exc.help}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

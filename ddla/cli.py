@@ -1,0 +1,207 @@
+"""The ``ddla`` command line: thin wrappers that parse, build a RunConfig, and call the library.
+
+ddla run --agents 4 --strategy allreduce --dataset fashion-mnist --model mlp
+ddla run --config run.yaml --set sync.every=50
+ddla run --resume runs/latest
+ddla partition --dataset digits --agents 8 --partition dirichlet:0.3
+ddla eval runs/latest/model.safetensors --dataset mnist1d
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ddla.errors import DdlaError
+
+app = typer.Typer(
+    help="ddla: train one PyTorch model across many agents that each hold part of the data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def guarded(fn: F) -> F:
+    """Turn a DdlaError into one ``error:`` line plus a ``help:`` hint and its exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except DdlaError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            if exc.help:
+                err_console.print(f"[bold]help:[/] {exc.help}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]error:[/] interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _flag_overrides(**flags: Any) -> list[str]:
+    """CLI flags as ``a.b=c`` overrides (None means: not given, keep the file's value)."""
+    return [f"{key}={value}" for key, value in flags.items() if value is not None]
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    from ddla.metrics import human_bytes
+
+    f, c, t = summary["final"], summary["comm"], summary["time"]
+    table = Table(
+        title=f"ddla run: {summary['strategy']} x{summary['agents']} on {summary['dataset']}"
+    )
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("accuracy", "precision", "recall", "f1"):
+        table.add_row(key, f"{f[key]:.2%}")
+    table.add_row("loss", f"{f['loss']:.4f}")
+    table.add_row("steps", str(summary["steps"]))
+    table.add_row("bytes sent (all agents)", human_bytes(c["bytes_sent"]))
+    table.add_row("bytes received (all agents)", human_bytes(c["bytes_received"]))
+    table.add_row("wall time", f"{t['wall_s']:.1f} s")
+    table.add_row("compute / comm time", f"{t['compute_s']:.1f} s / {t['comm_s']:.1f} s")
+    table.add_row("model", summary["model_path"])
+    return table
+
+
+@app.command()
+@guarded
+def run(
+    agents: Annotated[int | None, typer.Option(help="Number of local agents (default 4).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Sync strategy (default allreduce).")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="digits, mnist1d, fashion-mnist or npz:PATH (default mnist1d)."),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="mlp or cnn (default mlp).")] = None,
+    partition: Annotated[
+        str | None, typer.Option(help="iid, dirichlet:A, shards:K or quantity:A (default iid).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimizer steps per agent (default 600).")
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Samples per agent per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate of the local optimizer.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for weights, split and batches.")] = None,
+    out: Annotated[str | None, typer.Option(help="Run directory (default runs/latest).")] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML run file.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any setting: --set sync.every=50 (repeatable)."),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this directory from its checkpoint.")
+    ] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
+) -> None:
+    """Train with N agents on this machine (4 agents on mnist1d by default)."""
+    from ddla.launch import launch
+
+    overrides = _flag_overrides(
+        agents=agents,
+        out=out,
+        **{
+            "sync.strategy": strategy,
+            "data.dataset": dataset,
+            "model.name": model,
+            "data.partition": partition,
+            "train.steps": steps,
+            "data.batch_size": batch_size,
+            "optim.lr": lr,
+            "train.seed": seed,
+            "train.eval_every": eval_every,
+            "train.checkpoint_every": checkpoint_every,
+        },
+    )
+    summary = launch(
+        config_file=config, overrides=[*overrides, *(set_ or [])], resume=resume, progress=progress
+    )
+    console.print(summary_table(summary))
+
+
+@app.command("partition")
+@guarded
+def partition_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset to split.")] = "mnist1d",
+    agents: Annotated[int, typer.Option(help="Number of agents.")] = 4,
+    partition: Annotated[str, typer.Option(help="iid, dirichlet:A, shards:K, quantity:A.")] = "iid",
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    root: Annotated[str | None, typer.Option(help="Dataset directory.")] = None,
+) -> None:
+    """Show how a dataset would be split across agents (per-agent class histogram)."""
+    from ddla.config import RunConfig
+    from ddla.data import load_dataset, partition_table
+    from ddla.data import partition as split
+
+    cfg = RunConfig.load(
+        None,
+        _flag_overrides(
+            agents=agents,
+            **{"data.dataset": dataset, "data.partition": partition, "data.root": root},
+        ),
+    )
+    ds = load_dataset(cfg.data.dataset, root=cfg.data.root, seed=seed)
+    labels = ds.y_train.numpy()
+    parts = split(cfg.data.partition, labels, cfg.agents, seed)
+    console.print(partition_table(parts, labels, ds.classes))
+
+
+@app.command("eval")
+@guarded
+def eval_cmd(
+    model_path: Annotated[Path, typer.Argument(help="model.safetensors written by ddla run.")],
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the model's).")] = None,
+    root: Annotated[str | None, typer.Option(help="Dataset directory.")] = None,
+    size: Annotated[
+        int | None, typer.Option(help="MNIST-1D size the model was trained on.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed the dataset split used.")] = 0,
+) -> None:
+    """Evaluate a saved model on a dataset's test set: accuracy, precision, recall, F1."""
+    from ddla.data import load_dataset
+    from ddla.errors import DataError
+    from ddla.metrics import evaluate
+    from ddla.models import load_model
+
+    module, meta = load_model(model_path)
+    name = dataset or meta["dataset"]
+    ds = load_dataset(name, root=root, size=size, seed=seed)
+    if tuple(ds.input_shape) != tuple(meta["input_shape"]) or ds.num_classes != meta["num_classes"]:
+        raise DataError(
+            f"model expects inputs {tuple(meta['input_shape'])} and {meta['num_classes']} classes; "
+            f"{name} has {tuple(ds.input_shape)} and {ds.num_classes}",
+            help=f"evaluate on the dataset it was trained on ({meta['dataset']})",
+        )
+    m = evaluate(module, ds.x_test, ds.y_test, num_classes=ds.num_classes)
+    table = Table(title=f"{model_path} on {name} ({len(ds.y_test)} test samples)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("accuracy", "precision", "recall", "f1"):
+        table.add_row(key, f"{m[key]:.2%}")
+    table.add_row("loss", f"{m['loss']:.4f}")
+    console.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

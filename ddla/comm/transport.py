@@ -1,0 +1,443 @@
+"""The Transport: every byte between agents goes through here.
+
+A Transport wraps one torch.distributed process group (gloo on CPU, NCCL on GPU) and adds what
+raw c10d calls lack: a timeout on every blocking call that raises a DdlaError naming the op, the
+tag and the peer; exact byte accounting per op and tag (:mod:`ddla.comm.ring`); and the wall
+seconds spent in each call (:class:`~ddla.comm.stats.CommStats`). Strategies talk to peers
+through it alone, so accounting (and, later, link emulation) sees all traffic.
+
+How timeouts work (measured with gloo, torch 2.13): collectives are issued through the process
+group's own methods with ``timeout=``, so gloo itself abandons the operation, closes the
+connection and frees its worker thread. ``Work.wait(timeout)`` alone is not enough: it raises
+on time, but the collective keeps running on gloo's thread until the *group's* timeout, and
+``destroy_process_group`` blocks until then. Point-to-point ``Work.wait(timeout)`` is gloo's
+own buffer wait and needs nothing more. A connection closed by a timeout stays closed: a
+Transport whose call timed out cannot talk to that peer again.
+
+Example (one agent; with more, start agents under ``torchrun`` or ``ddla.testing.run_agents``):
+    >>> import torch
+    >>> transport = Transport.single()
+    >>> transport.all_reduce(torch.ones(3), op="avg")
+    tensor([1., 1., 1.])
+    >>> transport.stats.totals()
+    {'calls': 1, 'bytes_sent': 0, 'bytes_received': 0, 'seconds': ...}
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+from ddla.comm.failures import comm_failure
+from ddla.comm.ring import ring_bytes
+from ddla.comm.stats import CommStats
+from ddla.errors import CommError, CommTimeoutError, ConfigError, DdlaError
+
+T = TypeVar("T")
+REDUCE_OPS = ("sum", "avg", "max", "min")
+BACKENDS = ("auto", "gloo", "nccl")
+_ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# Extra time Work.wait() allows over a collective's own timeout, so that the backend's
+# (more precise) timeout error wins and Work.wait only guards backends that ignore it.
+_WAIT_GRACE_S = 1.0
+
+
+@dataclass(slots=True)
+class _Measured:
+    """Returned by an op body whose byte counts are known only after it ran."""
+
+    result: Any
+    sent: int
+    received: int
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def _check_timeout(timeout_s: float) -> float:
+    if not timeout_s > 0:
+        raise ConfigError(
+            f"communication timeout must be > 0 seconds, got {timeout_s!r}",
+            help="set a positive timeout_s, e.g. 60",
+        )
+    return float(timeout_s)
+
+
+class Transport:
+    """Collectives and point-to-point transfers with timeouts and byte accounting.
+
+    Build one with :meth:`from_env` (agents started by ``torchrun`` or ``ddla run``), around an
+    existing group with ``Transport(group=...)``, or with :meth:`single` for one agent.
+    Tensors must be contiguous and live on the backend's device (CPU for gloo).
+    """
+
+    def __init__(
+        self, *, group: Any = None, timeout_s: float = 60.0, store: Any = None
+    ) -> None:
+        """Wrap an initialized process group (the default group when ``group`` is None).
+
+        ``store`` is the c10d Store for control messages; :meth:`from_env` passes its own.
+        """
+        if not dist.is_available() or not dist.is_initialized():
+            raise CommError(
+                "torch.distributed is not initialized, so there is no process group to wrap",
+                help="use Transport.from_env() under torchrun/ddla run, or Transport.single()",
+            )
+        pg = dist.group.WORLD if group is None else group
+        if pg is None or pg == dist.GroupMember.NON_GROUP_MEMBER:
+            raise CommError(
+                "this process is not a member of the given process group",
+                help="build the Transport only on ranks that belong to the group",
+            )
+        self._setup(
+            pg=pg,
+            rank=dist.get_rank(group=pg),
+            world_size=dist.get_world_size(group=pg),
+            backend=str(dist.get_backend(pg)),
+            timeout_s=timeout_s,
+            store=store,
+            global_ranks=dist.get_process_group_ranks(pg),
+        )
+
+    def _setup(self, *, pg, rank, world_size, backend, timeout_s, store, global_ranks) -> None:
+        self._pg = pg
+        self.rank: int = rank
+        self.world_size: int = world_size
+        self.backend: str = backend
+        self.timeout_s: float = _check_timeout(timeout_s)
+        self.stats = CommStats()
+        self._store = store
+        self._global_ranks = list(global_ranks)
+        self._owns_group = False
+        self._closed = False
+
+    @classmethod
+    def single(cls, *, timeout_s: float = 60.0) -> Transport:
+        """A world of one agent without any process group: every op is local, 0 bytes."""
+        transport = cls.__new__(cls)
+        transport._setup(
+            pg=None,
+            rank=0,
+            world_size=1,
+            backend="none",
+            timeout_s=timeout_s,
+            store=dist.HashStore(),
+            global_ranks=[0],
+        )
+        return transport
+
+    @classmethod
+    def from_env(cls, *, backend: str = "auto", timeout_s: float = 60.0) -> Transport:
+        """Join the run described by RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT (env://).
+
+        ``backend="auto"`` picks NCCL when CUDA is available, else gloo. The group's own
+        timeout (rendezvous, store) is ``timeout_s`` too. :meth:`close` destroys the group.
+        """
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"unknown communication backend {backend!r}",
+                help=f"choose one of: {', '.join(BACKENDS)}",
+            )
+        missing = [name for name in _ENV_VARS if name not in os.environ]
+        if missing:
+            raise ConfigError(
+                f"cannot join the run: environment variables {', '.join(missing)} are not set",
+                help="start agents with `ddla run` or torchrun, which set them",
+            )
+        if dist.is_initialized():
+            raise CommError(
+                "torch.distributed is already initialized in this process",
+                help="wrap the existing group with Transport(group=...) instead",
+            )
+        timeout_s = _check_timeout(timeout_s)
+        if backend == "auto":
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+        limit = timedelta(seconds=timeout_s)
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+        try:
+            store, rank, world_size = next(dist.rendezvous("env://", timeout=limit))
+            store.set_timeout(limit)
+            if backend == "nccl":
+                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            # Same prefix init_process_group itself uses, so other tools sharing the store agree.
+            dist.init_process_group(
+                backend,
+                store=dist.PrefixStore("default_pg", store),
+                rank=rank,
+                world_size=world_size,
+                timeout=limit,
+            )
+        except RuntimeError as exc:
+            raise CommTimeoutError(
+                f"could not join the run at {where} within {timeout_s:g} s: {exc}",
+                help="check that every agent started and that MASTER_ADDR/MASTER_PORT are "
+                "reachable from this machine",
+            ) from exc
+        transport = cls(timeout_s=timeout_s, store=dist.PrefixStore("ddla/", store))
+        transport._owns_group = True
+        return transport
+
+    @property
+    def store(self) -> Any:
+        """The c10d Store for control messages (membership, heartbeats, handshakes)."""
+        if self._store is None:
+            raise CommError(
+                "this Transport was built without a store",
+                help="pass store= to Transport(...), or build it with Transport.from_env()",
+            )
+        return self._store
+
+    # ---- the seam: every op funnels through _run ------------------------------------------
+
+    def _run(
+        self,
+        op: str,
+        tag: str,
+        sent: int,
+        received: int,
+        fn: Callable[[], T],
+        *,
+        timeout_s: float,
+        peer: int | None = None,
+    ) -> T:
+        """Run one op body, map its failure to a DdlaError, record bytes and wall seconds.
+
+        This is the single place every op passes through, so link emulation can later delay
+        each call by the ``sent``/``received`` bytes of its message pattern. Failed calls are
+        not recorded: their bytes are unknown.
+        """
+        if self._closed:
+            raise CommError(f"{op} called on a closed Transport", help="build a new Transport")
+        start = time.perf_counter()
+        try:
+            result = fn()
+        except DdlaError:
+            raise
+        except RuntimeError as exc:  # includes torch.distributed.DistError subclasses
+            where = f"rank {peer}" if peer is not None else self._group_name()
+            raise comm_failure(exc, op=op, tag=tag, where=where, timeout_s=timeout_s) from exc
+        seconds = time.perf_counter() - start
+        if isinstance(result, _Measured):
+            result, sent, received = result.result, result.sent, result.received
+        self.stats.record(op, tag, sent, received, seconds)
+        return result
+
+    def _group_name(self) -> str:
+        ranks = self._global_ranks
+        shown = ", ".join(map(str, ranks[:8])) + (", ..." if len(ranks) > 8 else "")
+        return f"the group of {self.world_size} agents (global ranks {shown})"
+
+    def _limit(self, timeout_s: float | None) -> float:
+        return self.timeout_s if timeout_s is None else _check_timeout(timeout_s)
+
+    def _wait(self, work: Any, limit: float) -> None:
+        work.wait(timedelta(seconds=limit + _WAIT_GRACE_S))
+
+    def _check_peer(self, op: str, peer: int, name: str) -> None:
+        if not 0 <= peer < self.world_size or peer == self.rank:
+            raise ValueError(
+                f"{op}: {name}={peer} must be another rank in 0..{self.world_size - 1} "
+                f"(this agent is rank {self.rank})"
+            )
+
+    # ---- collectives -----------------------------------------------------------------------
+
+    def all_reduce(
+        self,
+        tensor: torch.Tensor,
+        *,
+        op: str = "sum",
+        tag: str = "train",
+        timeout_s: float | None = None,
+    ) -> torch.Tensor:
+        """Reduce ``tensor`` in place across all agents (``sum``, ``avg``, ``max``, ``min``)."""
+        if op not in REDUCE_OPS:
+            raise ValueError(f"all_reduce: op must be one of {', '.join(REDUCE_OPS)}, got {op!r}")
+        if op == "avg" and not tensor.is_floating_point():
+            raise ValueError(f"all_reduce: op='avg' needs a floating tensor, got {tensor.dtype}")
+        limit = self._limit(timeout_s)
+        sent, received = ring_bytes("all_reduce", _nbytes(tensor), self.world_size, self.rank)
+
+        def body() -> torch.Tensor:
+            if self.world_size == 1:
+                return tensor
+            # gloo has no AVG: sum, then divide (NCCL averages natively).
+            native = op != "avg" or self.backend == "nccl"
+            reduce_op = getattr(dist.ReduceOp, op.upper()) if native else dist.ReduceOp.SUM
+            work = self._pg.allreduce(tensor, op=reduce_op, timeout=timedelta(seconds=limit))
+            self._wait(work, limit)
+            if not native:
+                tensor.div_(self.world_size)
+            return tensor
+
+        return self._run("all_reduce", tag, sent, received, body, timeout_s=limit)
+
+    def all_reduce_async(self, tensor: torch.Tensor, *, tag: str = "train") -> torch.futures.Future:
+        """Start a sum all-reduce of ``tensor`` in place; the future yields the tensor.
+
+        For DDP communication hooks. Bytes and the call are recorded at launch (under
+        ``all_reduce``), the seconds when the future completes; a failure surfaces from the
+        future as the same DdlaError :meth:`all_reduce` would raise.
+        """
+        if self._closed:
+            raise CommError("all_reduce_async called on a closed Transport")
+        sent, received = ring_bytes("all_reduce", _nbytes(tensor), self.world_size, self.rank)
+        self.stats.record("all_reduce", tag, sent, received, 0.0)
+        if self.world_size == 1:
+            done: torch.futures.Future = torch.futures.Future()
+            done.set_result(tensor)
+            return done
+        limit = self.timeout_s
+        start = time.perf_counter()
+        work = self._pg.allreduce(tensor, op=dist.ReduceOp.SUM, timeout=timedelta(seconds=limit))
+
+        def finish(fut: torch.futures.Future) -> torch.Tensor:
+            self.stats.record("all_reduce", tag, 0, 0, time.perf_counter() - start, calls=0)
+            try:
+                value = fut.value()
+            except RuntimeError as exc:
+                raise comm_failure(
+                    exc, op="all_reduce", tag=tag, where=self._group_name(), timeout_s=limit
+                ) from exc
+            return value[0] if isinstance(value, list) else value
+
+        return work.get_future().then(finish)
+
+    def all_gather(
+        self, tensor: torch.Tensor, *, tag: str = "train", timeout_s: float | None = None
+    ) -> list[torch.Tensor]:
+        """Every agent's ``tensor`` (same shape and dtype everywhere), in rank order."""
+        limit = self._limit(timeout_s)
+        sent, received = ring_bytes("all_gather", _nbytes(tensor), self.world_size, self.rank)
+
+        def body() -> list[torch.Tensor]:
+            if self.world_size == 1:
+                return [tensor.clone()]
+            out = [torch.empty_like(tensor) for _ in range(self.world_size)]
+            work = self._pg.allgather(out, tensor, timeout=timedelta(seconds=limit))
+            self._wait(work, limit)
+            return out
+
+        return self._run("all_gather", tag, sent, received, body, timeout_s=limit)
+
+    def all_gather_object(
+        self, obj: Any, *, tag: str = "eval", timeout_s: float | None = None
+    ) -> list[Any]:
+        """Every agent's picklable ``obj``, in rank order. For small metadata between agents
+        of one run (it unpickles what peers send, like ``torch.distributed.all_gather_object``).
+
+        Bytes count the pickled payloads only (the 8-byte size exchange and the padding to
+        the largest payload are not counted): this agent sends its payload to each of the
+        ``N-1`` others and receives each of theirs.
+        """
+        limit = self._limit(timeout_s)
+        payload = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+
+        def body() -> _Measured:
+            if self.world_size == 1:
+                return _Measured(pickle.loads(payload), 0, 0)
+            deadline = time.monotonic() + limit
+            size = torch.tensor([len(payload)], dtype=torch.int64)
+            sizes = [torch.empty_like(size) for _ in range(self.world_size)]
+            self._wait(self._pg.allgather(sizes, size, timeout=timedelta(seconds=limit)), limit)
+            lengths = [int(s.item()) for s in sizes]
+            padded = torch.zeros(max(lengths), dtype=torch.uint8)
+            padded[: len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+            out = [torch.empty_like(padded) for _ in lengths]
+            left = max(deadline - time.monotonic(), 0.001)
+            self._wait(self._pg.allgather(out, padded, timeout=timedelta(seconds=left)), left)
+            objs = [pickle.loads(t[:n].numpy().tobytes()) for t, n in zip(out, lengths)]
+            received = sum(n for r, n in enumerate(lengths) if r != self.rank)
+            return _Measured(objs, (self.world_size - 1) * len(payload), received)
+
+        return self._run("all_gather_object", tag, 0, 0, body, timeout_s=limit)
+
+    def broadcast(
+        self, tensor: torch.Tensor, *, src: int, tag: str = "train", timeout_s: float | None = None
+    ) -> torch.Tensor:
+        """Overwrite ``tensor`` in place with rank ``src``'s on every agent."""
+        if not 0 <= src < self.world_size:
+            raise ValueError(f"broadcast: src={src} is not a rank in 0..{self.world_size - 1}")
+        limit = self._limit(timeout_s)
+        sent, received = ring_bytes(
+            "broadcast", _nbytes(tensor), self.world_size, self.rank, src=src
+        )
+
+        def body() -> torch.Tensor:
+            if self.world_size > 1:
+                work = self._pg.broadcast(tensor, src, timeout=timedelta(seconds=limit))
+                self._wait(work, limit)
+            return tensor
+
+        return self._run("broadcast", tag, sent, received, body, timeout_s=limit)
+
+    def barrier(self, *, timeout_s: float | None = None) -> None:
+        """Wait until every agent reaches the barrier (recorded under tag ``control``)."""
+        limit = self._limit(timeout_s)
+
+        def body() -> None:
+            if self.world_size > 1:
+                self._wait(self._pg.barrier(timeout=timedelta(seconds=limit)), limit)
+
+        self._run("barrier", "control", 0, 0, body, timeout_s=limit)
+
+    # ---- point to point --------------------------------------------------------------------
+
+    def send(
+        self, tensor: torch.Tensor, *, dst: int, tag: str = "train", timeout_s: float | None = None
+    ) -> None:
+        """Send ``tensor`` to rank ``dst``; returns once the backend has sent it."""
+        self._check_peer("send", dst, "dst")
+        limit = self._limit(timeout_s)
+        sent, received = ring_bytes("send", _nbytes(tensor), self.world_size, self.rank)
+
+        def body() -> None:
+            # Work.wait(timeout) on a gloo send/recv is gloo's own buffer wait: a real timeout.
+            self._pg.send([tensor], dst, 0).wait(timedelta(seconds=limit))
+
+        self._run("send", tag, sent, received, body, timeout_s=limit, peer=dst)
+
+    def recv(
+        self, tensor: torch.Tensor, *, src: int, tag: str = "train", timeout_s: float | None = None
+    ) -> torch.Tensor:
+        """Receive into ``tensor`` (right shape and dtype) from rank ``src``; returns it."""
+        self._check_peer("recv", src, "src")
+        limit = self._limit(timeout_s)
+        sent, received = ring_bytes("recv", _nbytes(tensor), self.world_size, self.rank)
+
+        def body() -> torch.Tensor:
+            self._pg.recv([tensor], src, 0).wait(timedelta(seconds=limit))
+            return tensor
+
+        return self._run("recv", tag, sent, received, body, timeout_s=limit, peer=src)
+
+    # ---- lifetime --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Destroy the process group if this Transport created it; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Transport(rank={self.rank}, world_size={self.world_size}, "
+            f"backend={self.backend!r}, timeout_s={self.timeout_s:g})"
+        )

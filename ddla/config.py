@@ -1,0 +1,176 @@
+"""RunConfig: the whole run as a tree of small dataclass configs.
+
+Each component's config lives next to it (``ddla.data.DataConfig``, ``ddla.sync.SyncConfig``,
+...); this module assembles them, reads YAML/TOML run files and applies ``--set a.b=c``
+overrides, validating every value with an error that names the field and the allowed values.
+
+Example:
+    >>> cfg = RunConfig.load(None, ["agents=2", "sync.strategy=allreduce", "train.steps=10"])
+    >>> cfg.agents, cfg.train.steps
+    (2, 10)
+    >>> RunConfig.load(None, ["train.nope=1"])
+    Traceback (most recent call last):
+    ...
+    ddla.errors.ConfigError: unknown setting 'train.nope'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+import yaml
+
+from ddla.comm.config import CommConfig
+from ddla.data.config import DataConfig
+from ddla.errors import ConfigError
+from ddla.models.config import ModelConfig
+from ddla.optim import OptimConfig
+from ddla.sync.config import SyncConfig
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    """Length of the run, evaluation and checkpoint cadence, seed."""
+
+    steps: int = 600
+    """Optimizer steps each agent takes."""
+    eval_every: int = 100
+    """Evaluate on the test set every N steps (and always at the end); 0 = only at the end."""
+    checkpoint_every: int = 0
+    """Save a checkpoint every N steps; 0 = never."""
+    seed: int = 0
+    """Seed for the model's initial weights, the partition and the batch order."""
+    eval_agents: bool = True
+    """Also evaluate each agent's own model (not only the merged global one)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
+        for name in ("eval_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(kw_only=True, slots=True)
+class RunConfig:
+    """Everything one ``ddla run`` needs."""
+
+    agents: int = 4
+    """Number of agents (processes) on this machine; under torchrun, the world size wins."""
+    out: str = "runs/latest"
+    """Run directory: metrics, summary, model, logs, checkpoints."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files under ``OUT/tb``."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    comm: CommConfig = field(default_factory=CommConfig)
+
+    def __post_init__(self) -> None:
+        if self.agents < 1:
+            raise ConfigError(
+                f"agents must be >= 1, got {self.agents}", help="pass --agents N with N >= 1"
+            )
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        """Build and validate from a nested dict (as read from a run file)."""
+        return _build(cls, values, prefix="")
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+        """Read a YAML/TOML run file (optional), apply ``a.b=c`` overrides, validate."""
+        values: dict[str, Any] = read_run_file(path) if path is not None else {}
+        for item in overrides or []:
+            key, sep, raw = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(
+                    f"malformed override {item!r}",
+                    help="write overrides as --set section.key=value",
+                )
+            _set_path(values, key.strip().split("."), yaml.safe_load(raw) if raw else "")
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def read_run_file(path: str | Path) -> dict[str, Any]:
+    """Parse a ``.yaml``/``.yml``/``.toml`` run file into a dict."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read run file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"run file {path} is not valid: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"run file {path} must hold a mapping of settings")
+    return data
+
+
+def _set_path(values: dict[str, Any], keys: list[str], value: Any) -> None:
+    for k in keys[:-1]:
+        nxt = values.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"setting {'.'.join(keys)!r}: {k!r} is not a section")
+        values = nxt
+    values[keys[-1]] = value
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in names:
+            raise ConfigError(
+                f"unknown setting {prefix + key!r}",
+                help=f"settings here: {', '.join(prefix + n for n in sorted(names))}",
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ConfigError(f"setting {prefix + key!r} is a section; give it a mapping")
+            kwargs[key] = _build(hint, value, prefix + key + ".")
+        else:
+            kwargs[key] = _coerce(value, hint, prefix + key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid settings for {prefix or 'run'}: {exc}") from exc
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for t in allowed:
+        if t is bool and isinstance(value, bool):
+            return value
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is str and isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    names = " or ".join(getattr(t, "__name__", str(t)) for t in allowed)
+    raise ConfigError(f"setting {name!r} must be {names}, got {value!r}")

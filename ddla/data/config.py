@@ -1,0 +1,45 @@
+"""Configuration of the data each agent trains on (``data.*``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ddla.errors import ConfigError
+
+
+@dataclass(kw_only=True, slots=True)
+class DataConfig:
+    """Dataset, its split across agents, and the per-agent batch size.
+
+    Example:
+        >>> DataConfig(dataset="digits", partition="dirichlet:0.5").batch_size
+        32
+    """
+
+    dataset: str = "mnist1d"
+    """``digits``, ``mnist1d``, ``fashion-mnist``, or ``npz:PATH`` / ``PATH.npz`` for your own."""
+    root: str | None = None
+    """Directory of the dataset files (Fashion-MNIST IDX); None uses the default location."""
+    size: int | None = None
+    """Number of samples to generate (MNIST-1D only; train + test, default 5000)."""
+    partition: str = "iid"
+    """How samples are split: ``iid``, ``dirichlet:ALPHA``, ``shards:K``, ``quantity:ALPHA``."""
+    batch_size: int = 32
+    """Samples per agent per step."""
+    cache_dir: str | None = None
+    """Where generated datasets are cached (default ``$DDLA_CACHE`` or ``~/.cache/ddla``)."""
+
+    def __post_init__(self) -> None:
+        from ddla.data import DATASETS, parse_partition
+
+        is_npz = self.dataset.startswith("npz:") or self.dataset.endswith(".npz")
+        if not is_npz and self.dataset not in DATASETS:
+            raise ConfigError(
+                f"data.dataset: unknown dataset {self.dataset!r}",
+                help=f"choose one of: {', '.join(sorted(DATASETS))}, or npz:PATH",
+            )
+        parse_partition(self.partition)
+        if self.batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {self.batch_size}")
+        if self.size is not None and self.size < 10:
+            raise ConfigError(f"data.size must be >= 10, got {self.size}")
