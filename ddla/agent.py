@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import copy
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -311,6 +312,10 @@ def agent_main(
     """Entry point of one agent process (local launcher and torchrun alike)."""
     config = RunConfig.from_dict(config_dict)
     out = Path(config.out)
+    # N agents on one machine share its cores; letting each use them all oversubscribes the
+    # CPU and slows every step (torchrun sets OMP_NUM_THREADS=1 for the same reason).
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     transport = Transport.from_env(backend=config.comm.backend, timeout_s=config.comm.timeout_s)
     _setup_logging(out, transport.rank)
     try:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ddla.errors import DdlaError
@@ -41,9 +42,10 @@ def guarded(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except DdlaError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-            if exc.help:
-                err_console.print(f"[bold]help:[/] {exc.help}", highlight=False, soft_wrap=True)
+            msg, hint = escape(str(exc)), escape(exc.help or "")
+            err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            if hint:
+                err_console.print(f"[bold]help:[/] {hint}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]error:[/] interrupted")

@@ -129,7 +129,8 @@ def _run_local(
     from ddla.testing import free_port
 
     # The elastic agent logs every lifecycle event at INFO; our own progress bar is enough.
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    # Agent failures are reported by us in one line; the agent's traceback is in its log.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     n = cfg.agents
     launch_config = LaunchConfig(
         min_nodes=1,
@@ -143,9 +144,11 @@ def _run_local(
         monitor_interval=0.1,
         start_method="spawn",
         local_addr="127.0.0.1",
-        # Rank 0 owns the console (progress bar); the others write to files under logs/.
+        # Rank 0's stdout owns the console (progress bar); everything else goes to files
+        # under logs/elastic so a failure prints one clean line, not N tracebacks.
         logs_specs=DefaultLogsSpecs(
-            log_dir=str(out / "logs" / "elastic"), redirects={r: Std.ALL for r in range(1, n)}
+            log_dir=str(out / "logs" / "elastic"),
+            redirects={0: Std.ERR, **{r: Std.ALL for r in range(1, n)}},
         ),
     )
     try:

@@ -228,6 +228,11 @@ class Transport:
         return transport
 
     @property
+    def group(self) -> Any:
+        """The wrapped process group (for PyTorch wrappers such as DDP); None for one agent."""
+        return self._pg
+
+    @property
     def store(self) -> Any:
         """The c10d Store for control messages (membership, heartbeats, handshakes)."""
         if self._store is None:

@@ -36,7 +36,8 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+# eq=False: a generated __eq__ would compare tensors elementwise and raise on bool().
+@dataclass(frozen=True, eq=False)
 class Dataset:
     """A train/test pair of tensors plus class names, validated on construction.
 
@@ -70,6 +71,12 @@ class Dataset:
             ("test", self.x_test, self.y_test),
         ):
             where = f"dataset {self.name!r} ({split})"
+            if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+                raise DataError(
+                    f"{where}: x and y must be torch tensors, got {type(x).__name__} and "
+                    f"{type(y).__name__}",
+                    help="wrap numpy arrays with torch.from_numpy",
+                )
             if x.dtype != torch.float32 or y.dtype != torch.int64:
                 # Loaders convert; a wrong dtype here is a loader bug, still worth one clear line.
                 raise DataError(
@@ -119,7 +126,10 @@ def check_lengths(
 def check_finite(x: torch.Tensor | np.ndarray, *, where: str) -> None:
     """Raise DataError if ``x`` holds NaN or infinite values, saying how many."""
     t = torch.as_tensor(x)
-    if t.is_floating_point():
+    # Fast path: any NaN/inf makes the sum non-finite, and one reduction is several times
+    # cheaper than an elementwise mask on Fashion-MNIST (47M values). A float64 sum of float32
+    # values cannot overflow; if a float64 input does, we merely take the exact path below.
+    if t.is_floating_point() and not torch.isfinite(t.sum(dtype=torch.float64)):
         bad = int((~torch.isfinite(t)).sum())
         if bad:
             raise DataError(

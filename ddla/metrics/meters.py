@@ -24,12 +24,15 @@ METRIC_NAMES = ("loss", "accuracy", "precision", "recall", "f1")
 
 
 def _collection(num_classes: int) -> MetricCollection:
+    # Each agent evaluates its own model: torchmetrics must not all-gather its state across the
+    # (initialized) process group, which would deadlock when only rank 0 evaluates.
+    local = {"num_classes": num_classes, "sync_on_compute": False, "dist_sync_on_step": False}
     return MetricCollection(
         {
-            "accuracy": MulticlassAccuracy(num_classes=num_classes, average="micro"),
-            "precision": MulticlassPrecision(num_classes=num_classes, average="macro"),
-            "recall": MulticlassRecall(num_classes=num_classes, average="macro"),
-            "f1": MulticlassF1Score(num_classes=num_classes, average="macro"),
+            "accuracy": MulticlassAccuracy(average="micro", **local),
+            "precision": MulticlassPrecision(average="macro", **local),
+            "recall": MulticlassRecall(average="macro", **local),
+            "f1": MulticlassF1Score(average="macro", **local),
         }
     )
 

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from ddla.comm import Transport
 
 
-def _transport_allreduce_hook(
-    transport: Transport, bucket: Any
-) -> torch.futures.Future[torch.Tensor]:
+# DDP inspects the hook's signature and rejects string annotations (this module uses postponed
+# evaluation), so ``bucket`` and the return value stay unannotated: GradBucket -> Future[Tensor].
+def _transport_allreduce_hook(transport: Transport, bucket):
     """DDP comm hook: mean of the bucket's gradients over agents, through the Transport."""
     buffer = bucket.buffer()
     # Divide before summing (as DDP's default hook does) so fp32 sums stay in range.

@@ -10,10 +10,10 @@ Example (one agent, no peers — the same code path as N agents):
 
     >>> import torch
     >>> from ddla.sync import build_strategy, SyncConfig
-    >>> from ddla.testing import single_transport
+    >>> from ddla.comm import Transport
     >>> model = torch.nn.Linear(4, 2)
     >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    >>> with single_transport() as transport:
+    >>> with Transport.single() as transport:
     ...     strategy = build_strategy(SyncConfig(strategy="allreduce"), transport=transport,
     ...                               model=model, optimizer=opt)
     ...     loss = strategy.train_model(torch.randn(8, 4)).sum()

@@ -45,6 +45,7 @@ def test_valid_dataset_reports_classes_and_shape():
             "no samples",
         ),
         ({"classes": ()}, "has no classes"),
+        ({"x_train": np.zeros((6, 3), dtype=np.float32)}, "must be torch tensors, got ndarray"),
     ],
 )
 def test_invalid_dataset_raises_data_error_with_help(overrides, message):
@@ -52,6 +53,11 @@ def test_invalid_dataset_raises_data_error_with_help(overrides, message):
         make(**overrides)
     assert message in str(info.value)
     assert info.value.help
+
+
+def test_datasets_compare_by_identity_not_elementwise():
+    a = make()
+    assert a == a and a != make()
 
 
 def test_stratified_split_is_disjoint_covering_stratified_and_seeded():

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ddla.data import DATASETS, load_dataset
+from ddla.data.dataset import limit_size
 from ddla.data.loaders import dataset_names
 from ddla.data.loaders.fashion_mnist import DEFAULT_ROOT, FASHION_MNIST_CLASSES
 from ddla.data.loaders.mnist1d import mnist1d_cache_path
@@ -50,6 +51,8 @@ def test_size_keeps_that_many_samples_stratified():
 
 
 def test_unknown_dataset_names_the_allowed_values():
+    with pytest.raises(ConfigError, match="dataset name must be a string"):
+        load_dataset(None)
     with pytest.raises(ConfigError) as info:
         load_dataset("cifar10")
     for name in ("digits", "fashion-mnist", "mnist1d", "npz:PATH"):
@@ -122,6 +125,14 @@ def test_mnist1d_regenerates_a_corrupt_cache(tmp_path):
     assert torch.equal(ds.x_train, again.x_train)
 
 
+def test_mnist1d_unwritable_cache_warns_and_still_loads(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where the cache directory should be")
+    with pytest.warns(UserWarning, match="could not cache MNIST-1D"):
+        ds = load_dataset("mnist1d", size=100, seed=0, cache_dir=blocker / "cache")
+    assert ds.x_train.shape == (80, 40)
+
+
 def test_mnist1d_too_small_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="at least 20"):
         load_dataset("mnist1d", size=10, cache_dir=tmp_path)
@@ -135,9 +146,15 @@ needs_fashion = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="module")
+def fashion():
+    """The full real Fashion-MNIST, loaded once for this module (about a second)."""
+    return load_dataset("fashion-mnist")
+
+
 @needs_fashion
-def test_fashion_mnist_full_real_data():
-    ds = load_dataset("fashion-mnist")
+def test_fashion_mnist_full_real_data(fashion):
+    ds = fashion
     assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
     assert ds.x_train.dtype == torch.float32
     assert float(ds.x_train.min()) == 0.0 and float(ds.x_train.max()) == 1.0
@@ -147,8 +164,8 @@ def test_fashion_mnist_full_real_data():
 
 
 @needs_fashion
-def test_fashion_mnist_subsample():
-    ds = load_dataset("fashion-mnist", size=700, seed=1)
+def test_fashion_mnist_subsample(fashion):
+    ds = limit_size(fashion, 700, seed=1)  # what load_dataset(..., size=700) applies
     assert (len(ds.y_train), len(ds.y_test)) == (600, 100)
     assert ds.y_test.bincount().tolist() == [10] * 10
 

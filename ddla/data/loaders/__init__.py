@@ -61,6 +61,11 @@ def load_dataset(
         ConfigError: unknown name (the message lists the allowed names), or size out of range.
         DataError: the data is missing or malformed.
     """
+    if not isinstance(name, str):
+        raise ConfigError(
+            f"dataset name must be a string, got {name!r}",
+            help=f"set data.name to one of: {', '.join(dataset_names())}",
+        )
     kwargs = {"root": root, "size": size, "seed": seed, "cache_dir": cache_dir}
     if name.startswith(NPZ_PREFIX):
         return load_npz(name[len(NPZ_PREFIX) :], **kwargs)

@@ -11,8 +11,9 @@ to a temporary file and moved into place with :func:`os.replace` so that agents 
 the same time never read a half-written cache.
 
 Example:
-    >>> ds = load_mnist1d(size=200, cache_dir=tempfile.mkdtemp())  # doctest: +SKIP
-    >>> ds.input_shape, len(ds.y_train), len(ds.y_test)  # doctest: +SKIP
+    >>> import tempfile
+    >>> ds = load_mnist1d(size=200, cache_dir=tempfile.mkdtemp())
+    >>> ds.input_shape, len(ds.y_train), len(ds.y_test)
     ((40,), 160, 40)
 """
 
@@ -119,7 +120,15 @@ def load_mnist1d(
     arrays = _read_cache(path)
     if arrays is None:
         arrays = _generate(size, seed)
-        _write_atomic(path, arrays)
+        try:
+            _write_atomic(path, arrays)
+        except OSError as exc:
+            # The cache only saves time; an unwritable cache directory must not stop a run.
+            warnings.warn(
+                f"could not cache MNIST-1D in {path.parent}: {exc}; set DDLA_CACHE to a "
+                "writable directory to avoid regenerating it",
+                stacklevel=2,
+            )
     return Dataset(
         name="mnist1d",
         x_train=torch.from_numpy(arrays["x"]),
