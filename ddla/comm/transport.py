@@ -124,15 +124,23 @@ class Transport:
         self.clock: Clock = RealClock()
         self._links: LinkEmulator | None = None
         self._table: LinkTable | None = None
+        self._link_tags: frozenset[str] = frozenset()
 
     def emulate_links(
-        self, link: str | LinkTable = "lan", overrides: str = "", *, clock: str = "real"
+        self,
+        link: str | LinkTable = "lan",
+        overrides: str = "",
+        *,
+        clock: str = "real",
+        tags: tuple[str, ...] = ("train",),
     ) -> Transport:
         """Make every op also cost its modelled time on emulated links (:mod:`ddla.comm.links`).
 
         ``link`` is a profile name or ``RATE:DELAY`` spec (or a ready :class:`LinkTable`),
         ``overrides`` puts agents behind other links (``"3=edge"``), ``clock`` is ``real``
         (sleep) or ``virtual`` (count without sleeping). Call once, before training starts.
+        Only ops with a tag in ``tags`` pay link time: by default training traffic, not the
+        evaluation harness (``eval``) that a real deployment would not run every few steps.
 
         Example:
             >>> import torch
@@ -154,6 +162,7 @@ class Transport:
         emulator = LinkEmulator(table, self.clock, rank=self.rank)
         self._links = emulator if emulator.active else None
         self._table = table
+        self._link_tags = frozenset(tags)
         return self
 
     @property
@@ -279,7 +288,7 @@ class Transport:
             raise comm_failure(exc, op=op, tag=tag, where=where, timeout_s=timeout_s) from exc
         if isinstance(result, _Measured):
             result, sent, received = result.result, result.sent, result.received
-        if self._links is not None:
+        if self._links is not None and tag in self._link_tags:
             self._links.charge(
                 op,
                 nbytes,
@@ -359,7 +368,7 @@ class Transport:
             return done
         limit = self.timeout_s
         start = self.clock.now()
-        links = self._links
+        links = self._links if tag in self._link_tags else None
         work = self._pg.allreduce(tensor, op=dist.ReduceOp.SUM, timeout=timedelta(seconds=limit))
 
         def record(fut: torch.futures.Future) -> torch.Tensor:
