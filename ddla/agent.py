@@ -133,6 +133,7 @@ class _Evaluator:
             "wall_s": row["wall_s"],
             "compute_s": max(r["compute_s"] for r in rows),
             "comm_s": max(r["comm_s"] for r in rows),
+            "train_s": max(r["train_s"] for r in rows),
         }
         if self.sink is not None:
             if self.config.train.eval_agents:

@@ -42,7 +42,10 @@ class CommConfig:
             )
         if not self.timeout_s > 0:
             raise ConfigError(f"comm.timeout_s must be > 0, got {self.timeout_s}")
-        parse_profile(self.link)  # raises ConfigError naming the bad profile
+        try:
+            parse_profile(self.link)
+        except ConfigError as exc:
+            raise ConfigError(f"comm.link: {exc}", help=exc.help) from None
         # Normalised to "r=spec,r=spec"; ranks are checked against agents by check_agents().
         self.link_overrides = ",".join(
             f"{rank}={spec}" for rank, spec in parse_overrides(self.link_overrides).items()
