@@ -42,8 +42,8 @@ BASE = [
     "comm.clock=virtual",
 ]
 ENTRIES = [
-    "allreduce,train.steps=1500,train.eval_every=100",
-    "diloco,sync.every=100,sync.compress=int8,train.steps=3000,train.eval_every=100",
+    "allreduce,train.steps=2500,train.eval_every=100",
+    "diloco,sync.every=100,sync.compress=int8,train.steps=2500,train.eval_every=100",
     "diloco,sync.every=250,sync.compress=int8,train.steps=3000,train.eval_every=250",
 ]
 
@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     if not args.quick:
         for row in record["results"]:
-            row["run_dir"] = str(Path(row["run_dir"]).relative_to(ROOT))
+            run_dir = Path(row["run_dir"]).resolve()
+            if run_dir.is_relative_to(ROOT):
+                row["run_dir"] = str(run_dir.relative_to(ROOT))
         RECORD.parent.mkdir(parents=True, exist_ok=True)
         RECORD.write_text(json.dumps(record, indent=2) + "\n")
         print(f"record: {RECORD.relative_to(ROOT)}")
