@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from ddla.bench import markdown_table, parse_entry, run_bench  # noqa: E402
 
 RECORD = ROOT / "benchmarks" / "records" / "wan_time_to_accuracy.json"
+# --clock virtual-cpu runs go to wan_time_to_accuracy_cpu.json (see docs/benchmarks.md).
 BASE = [
     "agents=4",
     "data.dataset=fashion-mnist",
@@ -39,7 +40,6 @@ BASE = [
     "train.seed=0",
     "train.eval_agents=false",
     "comm.link=wan-100",
-    "comm.clock=virtual",
 ]
 ENTRIES = [
     "allreduce,train.steps=2500,train.eval_every=100",
@@ -54,9 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", type=float, default=0.88)
     parser.add_argument("--entry", action="append", help="replace the entries (repeatable)")
     parser.add_argument("--quick", action="store_true", help="a few steps; no record")
+    parser.add_argument("--clock", default="virtual", help="virtual or virtual-cpu")
+    parser.add_argument("--record", default=str(RECORD), help="where the record goes")
     args = parser.parse_args(argv)
     entries = args.entry or ENTRIES
-    base = list(BASE)
+    base = [*BASE, f"comm.clock={args.clock}"]
     if args.quick:
         entries = [e.split(",train.")[0] for e in entries]
         base += ["train.steps=40", "train.eval_every=20"]
@@ -77,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = Path(row["run_dir"]).resolve()
             if run_dir.is_relative_to(ROOT):
                 row["run_dir"] = str(run_dir.relative_to(ROOT))
-        RECORD.parent.mkdir(parents=True, exist_ok=True)
-        RECORD.write_text(json.dumps(record, indent=2) + "\n")
-        print(f"record: {RECORD.relative_to(ROOT)}")
+        path = Path(args.record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"record: {path}")
     return 0
 
 

@@ -247,7 +247,11 @@ def bench_cmd(
         str | None, typer.Option(help="Agents behind other links, e.g. 3=edge.")
     ] = None,
     clock: Annotated[
-        str, typer.Option(help="virtual (modelled time, no sleeping) or real (sleeps).")
+        str,
+        typer.Option(
+            help="virtual (modelled link time, no sleeping), virtual-cpu (and compute as CPU "
+            "time, as on a dedicated core) or real (sleeps)."
+        ),
     ] = "virtual",
     agents: Annotated[int | None, typer.Option(help="Number of local agents.")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset of every run.")] = None,

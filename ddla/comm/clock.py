@@ -1,11 +1,13 @@
 """Clocks for link emulation: ``real`` sleeps, ``virtual`` only keeps count.
 
-Both clocks read like ``time.monotonic()`` plus the modelled link time spent so far. A
+The clocks read like ``time.monotonic()`` plus the modelled link time spent so far. A
 :class:`RealClock` pays modelled time by sleeping, so wall-clock figures are true and overlap of
 communication with computation happens for real. A :class:`VirtualClock` adds it to an offset
 without sleeping, so a sweep of slow links runs at the speed of the local machine; its readings
 are simulated wall-clock time (real compute time + modelled link time). Every output that
-reports time carries the clock's ``label`` so the two are never confused.
+reports time carries the clock's ``label`` so they are never confused. A :class:`CpuClock`
+(``virtual-cpu``) is a virtual clock whose local time is CPU time, as if each agent had a
+dedicated core: the figures of a dedicated machine, measured on a shared one.
 
 Example:
     >>> clock = VirtualClock()
@@ -87,8 +89,28 @@ class VirtualClock(Clock):
             self._offset += seconds
 
 
+class CpuClock(VirtualClock):
+    """Like :class:`VirtualClock`, but local time is this process's CPU time.
+
+    It models each agent on a dedicated core: time an agent spends descheduled because the
+    machine is shared (several agents and other jobs on few cores) or blocked waiting for a
+    slower peer does not count, so sweeps on a busy machine give the figures of a dedicated
+    one. Agents' clocks are not re-synchronized at collectives, so a genuinely slower agent's
+    delay is not seen by its peers (exact when agents do equal work, as data parallel does).
+    """
+
+    label: ClassVar[str] = "virtual-cpu"
+
+    def now(self) -> float:
+        return time.process_time() + self._offset
+
+
 #: Clock names accepted by ``comm.clock``.
-CLOCKS: dict[str, type[Clock]] = {"real": RealClock, "virtual": VirtualClock}
+CLOCKS: dict[str, type[Clock]] = {
+    "real": RealClock,
+    "virtual": VirtualClock,
+    "virtual-cpu": CpuClock,
+}
 
 
 def make_clock(name: str) -> Clock:

@@ -32,7 +32,8 @@ class CommConfig:
     data center, ``"2=wan-100,3=edge"`` two of them."""
     clock: str = "real"
     """``real``: emulated link time is slept, wall-clock is true; ``virtual``: it is added to a
-    simulated clock without sleeping (fast sweeps). Every reported time names its clock."""
+    simulated clock without sleeping (fast sweeps); ``virtual-cpu``: the same, with compute
+    counted as CPU time, as on a dedicated core. Every reported time names its clock."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from ddla.comm.clock import Clock
+from ddla.comm.clock import Clock, VirtualClock
 from ddla.comm.linkmodel import op_seconds
 from ddla.comm.links import LinkTable
 
@@ -93,7 +93,7 @@ class LinkEmulator:
                 out.set_exception(exc)
                 return
             delay = self._reserve(seconds)
-            if self.clock.label == "virtual":
+            if isinstance(self.clock, VirtualClock):
                 self.clock.advance(delay)
                 out.set_result(value)
                 return

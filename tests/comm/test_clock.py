@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from ddla.comm.clock import CLOCKS, RealClock, VirtualClock, make_clock
+from ddla.comm.clock import CLOCKS, CpuClock, RealClock, VirtualClock, make_clock
 from ddla.comm.emulation import LinkEmulator
 from ddla.comm.links import LinkTable
 
@@ -31,8 +31,22 @@ def test_real_clock_sleeps_the_modelled_time() -> None:
     assert clock.modelled_s == 0.05 and clock.label == "real"
 
 
+def test_cpu_clock_counts_cpu_time_not_waiting() -> None:
+    clock = CpuClock()
+    t0 = clock.now()
+    time.sleep(0.2)  # descheduled: a dedicated core would not have spent this
+    slept = clock.now() - t0
+    busy_until = time.monotonic() + 0.05
+    while time.monotonic() < busy_until:
+        pass
+    busy = clock.now() - t0 - slept
+    clock.advance(10.0)
+    assert slept < 0.05 and busy > 0.02
+    assert clock.now() - t0 >= 10.0 and clock.label == "virtual-cpu"
+
+
 def test_registry() -> None:
-    assert set(CLOCKS) == {"real", "virtual"}
+    assert set(CLOCKS) == {"real", "virtual", "virtual-cpu"}
     assert isinstance(make_clock("virtual"), VirtualClock)
 
 
