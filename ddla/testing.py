@@ -42,7 +42,7 @@ from ddla.errors import AgentFailedError, ConfigError, DdlaError
 # How long a child that exited without a result may still have one in flight in the queue.
 _RESULT_GRACE_S = 1.0
 # How long finished children get to tear down their process group before being terminated.
-_EXIT_GRACE_S = 10.0
+_EXIT_GRACE_S = 2.0
 KILL_EXIT_CODE = 43  # distinctive, so a killed agent is recognisable in logs and tests
 _PR_SET_PDEATHSIG = 1
 
@@ -78,7 +78,7 @@ def run_agents(
     allow_exit: Collection[int] = (),
     **kwargs: Any,
 ) -> list[Any]:
-    """Run ``fn(transport, *args, **kwargs)`` on ``world_size`` spawned agents; rank-ordered results.
+    """Run ``fn(transport, *args, **kwargs)`` on ``world_size`` spawned agents; results by rank.
 
     Each agent joins a ``backend`` process group on 127.0.0.1 and gets a
     :class:`~ddla.comm.Transport` whose default call timeout is ``min(60, timeout_s)``.
@@ -246,6 +246,8 @@ def _agent_main(
             blob = pickle.dumps(value)
         except Exception as exc:
             raise TypeError(f"the result of {fn.__name__} is not picklable: {exc}") from exc
+        sys.stdout.flush()
+        sys.stderr.flush()
         results.put(("ok", rank, blob, ""))
     except BaseException as exc:
         results.put(("err", rank, _pickled_error(exc), traceback.format_exc()))

@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING
 from ddla.sync.allreduce import AllReduce
 from ddla.sync.base import Strategy
 from ddla.sync.config import SyncConfig
+from ddla.sync.diloco import DiLoCo
+from ddla.sync.local_sgd import LocalSGD
+from ddla.sync.streaming_diloco import StreamingDiLoCo
 
 if TYPE_CHECKING:
     import torch
@@ -21,6 +24,9 @@ if TYPE_CHECKING:
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "allreduce": AllReduce,
+    "local_sgd": LocalSGD,
+    "diloco": DiLoCo,
+    "streaming_diloco": StreamingDiLoCo,
 }
 
 

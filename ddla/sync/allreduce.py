@@ -4,6 +4,11 @@ This is PyTorch's :class:`~torch.nn.parallel.DistributedDataParallel` (bucketed 
 overlaps backward) with a communication hook that routes every bucket through the ddla
 Transport, so the bytes and time it spends are accounted like any other strategy's. With one
 agent there is nothing to average and the model is used as is.
+
+With ``sync.compress`` set, the hook instead averages each bucket's per-parameter gradients
+with :func:`~ddla.compress.compressed_all_reduce` (fp16/bf16 as a low-precision all-reduce,
+quantizers/top-k/PowerSGD as an all-gather of payloads, error feedback keyed per bucket and
+parameter). That call is synchronous, so compressed buckets do not overlap backward.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from ddla.compress import Compressor, build_compressor, compressed_all_reduce
 from ddla.sync.base import Strategy
 
 if TYPE_CHECKING:
@@ -29,6 +35,21 @@ def _transport_allreduce_hook(transport: Transport, bucket):
     return transport.all_reduce_async(buffer, tag="train")
 
 
+def _compressed_hook(state: tuple[Transport, Compressor], bucket):  # see the note above
+    """DDP comm hook: mean of the bucket's gradients through a compressor."""
+    transport, compressor = state
+    grads = bucket.gradients()
+    # DDP may rebuild buckets after the first step; keys carry the index and the stateful
+    # compressors reset a key's state when its shape changes.
+    keys = [f"b{bucket.index()}.{i}" for i in range(len(grads))]
+    mean = compressed_all_reduce(transport, grads, compressor, tag="train", keys=keys)
+    buffer = bucket.buffer()
+    buffer.copy_(torch.cat([m.reshape(-1) for m in mean]).to(buffer.dtype))
+    done: torch.futures.Future[torch.Tensor] = torch.futures.Future()
+    done.set_result(buffer)
+    return done
+
+
 class AllReduce(Strategy):
     """Average gradients every step with DDP; equivalent to one big-batch SGD.
 
@@ -43,6 +64,7 @@ class AllReduce(Strategy):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._ddp: torch.nn.Module | None = None
+        self.compressor = build_compressor(self.config.compress)
         if self.transport.world_size > 1:
             ddp = DistributedDataParallel(
                 self.model,
@@ -51,9 +73,19 @@ class AllReduce(Strategy):
                 # user model built with a different seed per agent is still consistent.
                 broadcast_buffers=True,
             )
-            ddp.register_comm_hook(self.transport, _transport_allreduce_hook)
+            if self.config.compress == "none":
+                ddp.register_comm_hook(self.transport, _transport_allreduce_hook)
+            else:
+                ddp.register_comm_hook((self.transport, self.compressor), _compressed_hook)
             self._ddp = ddp
 
     @property
     def train_model(self) -> torch.nn.Module:
         return self._ddp if self._ddp is not None else self.model
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "compressor": self.compressor.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.compressor.load_state_dict(state.get("compressor", {}))

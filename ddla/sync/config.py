@@ -14,6 +14,8 @@ class SyncConfig:
     Example:
         >>> SyncConfig(strategy="allreduce").strategy
         'allreduce'
+        >>> SyncConfig(strategy="diloco", every=100, compress="int8").outer_lr
+        0.7
     """
 
     strategy: str = "allreduce"
@@ -21,9 +23,22 @@ class SyncConfig:
     every: int = 1
     """Synchronize every H optimizer steps (periodic strategies; ``allreduce`` syncs every step)."""
     compress: str = "none"
-    """Compressor applied to what is exchanged (``none`` sends fp32)."""
+    """Compressor applied to what is exchanged (``none`` sends fp32); a ``ddla.compress`` spec
+    such as ``int8``, ``int4``, ``topk:0.01``, ``powersgd:4`` or ``topk:0.01+int8``."""
+    outer_lr: float = 0.7
+    """Outer learning rate of ``diloco``/``streaming_diloco`` (``local_sgd`` uses 1)."""
+    outer_momentum: float = 0.9
+    """Outer Nesterov momentum of ``diloco``/``streaming_diloco`` (``local_sgd`` uses 0)."""
+    fragments: int = 4
+    """``streaming_diloco``: number of fragments P; each sync moves about 1/P of the model."""
+    overlap: int = 0
+    """``streaming_diloco``: inner steps τ between sending a fragment and applying its result."""
+    mix: float = 0.5
+    """``streaming_diloco`` with overlap > 0: the applied fragment is ``mix * local +
+    (1 - mix) * global`` (α in the paper); with overlap 0 the global value replaces the local."""
 
     def __post_init__(self) -> None:
+        from ddla.compress import build_compressor
         from ddla.sync import STRATEGIES
 
         if self.strategy not in STRATEGIES:
@@ -36,3 +51,20 @@ class SyncConfig:
                 f"sync.every must be >= 1, got {self.every}",
                 help="sync.every is the number of local steps between synchronizations",
             )
+        try:
+            build_compressor(self.compress)
+        except ConfigError as exc:
+            raise ConfigError(f"sync.compress: {exc}", help=exc.help) from None
+        if not self.outer_lr > 0:
+            raise ConfigError(f"sync.outer_lr must be > 0, got {self.outer_lr}")
+        if not 0 <= self.outer_momentum < 1:
+            raise ConfigError(f"sync.outer_momentum must be in [0, 1), got {self.outer_momentum}")
+        if self.fragments < 1:
+            raise ConfigError(f"sync.fragments must be >= 1, got {self.fragments}")
+        if not 0 <= self.overlap < self.every:
+            raise ConfigError(
+                f"sync.overlap must be in [0, sync.every) = [0, {self.every}), got {self.overlap}",
+                help="a fragment's result must be applied before that fragment is sent again",
+            )
+        if not 0 <= self.mix < 1:
+            raise ConfigError(f"sync.mix must be in [0, 1), got {self.mix}")

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from ddla.testing import run_agents
 
 from ddla.agent import train
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.job import Job, job_from_config
+from ddla.testing import run_agents
 
 STEPS = 12
 OVERRIDES = [

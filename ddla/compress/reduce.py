@@ -1,0 +1,97 @@
+"""The compressed all-reduce: the mean over agents of tensors, with what travels compressed.
+
+Two schemes, chosen by the compressor (the reasoning is in ``docs/compression.md``):
+
+* **summable** payloads (``none``, ``fp16``, ``bf16``) are a plain all-reduce in the wire dtype:
+  each agent divides by the world size first (so fp16 sums stay in range), the Transport sums,
+  and every agent decodes the same sum.
+* everything else (``int8``, ``int4``, ``topk``, ``powersgd``, chains) is an **all-gather of
+  compressed payloads**: each agent compresses its own tensors once (error feedback sees exactly
+  what peers will decode), all payloads of one call travel packed in one ``uint8`` buffer, and
+  every agent decodes all W payloads and sums them in rank order. Summation order and inputs are
+  the same on every agent, so the results are bitwise identical — agents hold the same
+  parameters after a sync. There is no re-quantization of partial sums, so the error is that of
+  one compression per agent.
+
+With one agent nothing is sent and the tensors come back unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from ddla.compress.base import Compressor, pack, unpack
+
+if TYPE_CHECKING:
+    from ddla.comm import Transport
+
+
+def compressed_all_reduce(
+    transport: Transport,
+    tensors: Sequence[torch.Tensor],
+    compressor: Compressor,
+    *,
+    tag: str = "train",
+    keys: Sequence[str] | None = None,
+) -> list[torch.Tensor]:
+    """Mean over all agents of each tensor in ``tensors``, in one collective call.
+
+    ``keys`` name the tensors for stateful compressors (error feedback, PowerSGD warm starts);
+    they must be stable across calls (default: the position, ``"0"``, ``"1"``, ...). Inputs are
+    left untouched; new fp32-accumulated tensors of the input dtype are returned.
+
+    Example (one agent: nothing travels):
+
+        >>> import torch
+        >>> from ddla.compress import build_compressor
+        >>> from ddla.comm import Transport
+        >>> with Transport.single() as t:
+        ...     out = compressed_all_reduce(t, [torch.ones(3)], build_compressor("int8"))
+        >>> out[0].tolist()
+        [1.0, 1.0, 1.0]
+    """
+    world = transport.world_size
+    if keys is None:
+        keys = [str(i) for i in range(len(tensors))]
+    if len(keys) != len(tensors):
+        raise ValueError(f"got {len(keys)} keys for {len(tensors)} tensors")
+    if world == 1 or not tensors:
+        return [t.detach().clone() for t in tensors]
+    if compressor.summable:
+        return _summable(transport, tensors, compressor, tag, keys)
+    payloads = [compressor.compress(t, key=k) for t, k in zip(tensors, keys, strict=True)]
+    gathered = transport.all_gather(pack(payloads), tag=tag)
+    sums = [torch.zeros(t.shape, dtype=torch.float32) for t in tensors]
+    for rank, buffer in enumerate(gathered):
+        decoded = payloads if rank == transport.rank else unpack(buffer, payloads)
+        for acc, payload in zip(sums, decoded, strict=True):
+            acc += compressor.decompress(payload).float()
+    return [(s / world).to(t.dtype) for s, t in zip(sums, tensors, strict=True)]
+
+
+def _summable(
+    transport: Transport,
+    tensors: Sequence[torch.Tensor],
+    compressor: Compressor,
+    tag: str,
+    keys: Sequence[str],
+) -> list[torch.Tensor]:
+    world = transport.world_size
+    payloads = [
+        compressor.compress(t.detach().float() / world, key=k)
+        for t, k in zip(tensors, keys, strict=True)
+    ]
+    wire = [p.flat()[0].reshape(-1) for p in payloads]
+    buffer = torch.cat(wire)
+    transport.all_reduce(buffer, op="sum", tag=tag)
+    out: list[torch.Tensor] = []
+    offset = 0
+    for payload, piece, t in zip(payloads, wire, tensors, strict=True):
+        summed = buffer[offset : offset + piece.numel()]
+        offset += piece.numel()
+        payload.tensors[next(iter(payload.tensors))] = summed.view(piece.shape)
+        out.append(compressor.decompress(payload).to(t.dtype))
+    return out

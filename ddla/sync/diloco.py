@@ -1,0 +1,36 @@
+"""``diloco``: H inner steps (AdamW), then an outer Nesterov step on the averaged pseudo-gradient.
+
+Douillard et al. 2023, "DiLoCo: Distributed Low-Communication Training of Language Models"
+(arXiv 2311.08105). Every ``sync.every`` inner steps each agent sends the pseudo-gradient
+(parameters at the last sync minus now); their mean, compressed with ``sync.compress``, is
+applied to the global copy by SGD with Nesterov momentum (``sync.outer_lr`` 0.7,
+``sync.outer_momentum`` 0.9, the paper's values) and every agent restarts from it. The inner
+optimizer's state is kept across rounds (it is saved by the agent's checkpoint); the outer
+optimizer's state and the global copy are in :meth:`state_dict`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ddla.sync.periodic import PeriodicOuterSync
+
+
+class DiLoCo(PeriodicOuterSync):
+    """DiLoCo with any compressor; one agent runs the same outer loop with nothing to send.
+
+    Example:
+        >>> from ddla.sync import SyncConfig, STRATEGIES
+        >>> STRATEGIES["diloco"].default_optimizer
+        'adamw'
+        >>> SyncConfig(strategy="diloco", every=50, compress="int4").outer_momentum
+        0.9
+    """
+
+    name: ClassVar[str] = "diloco"
+    default_optimizer: ClassVar[str] = "adamw"
+
+    def settings(self) -> dict[str, Any]:
+        c = self.config
+        return {"lr": c.outer_lr, "momentum": c.outer_momentum, "fragments": 1, "overlap": 0,
+                "mix": 0.0}  # fmt: skip

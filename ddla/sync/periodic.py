@@ -1,0 +1,150 @@
+"""The engine shared by ``local_sgd``, ``diloco`` and ``streaming_diloco``.
+
+Each agent trains alone with its own (inner) optimizer. The strategy keeps a *global copy* of
+the parameters, identical on every agent, cut into fragments (one for local SGD and DiLoCo).
+When a fragment is due (:func:`~ddla.sync.fragments.due_fragments`), every agent computes its
+pseudo-gradient ``global - local`` for that fragment, the agents average it with
+:func:`~ddla.compress.compressed_all_reduce` (so any compressor applies, and error feedback keys
+are per fragment tensor), the outer optimizer applies the mean to the global copy, and the
+local fragment is replaced by the global one — at once, or ``overlap`` steps later mixed with
+the local value (streaming DiLoCo). Floating-point buffers (e.g. BatchNorm statistics) are
+averaged uncompressed with fragment 0. :meth:`finish` synchronizes every fragment that moved
+since its last sync, so all agents end with identical parameters. With one agent nothing is
+sent and the outer optimizer still runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from ddla.compress import build_compressor, compressed_all_reduce
+from ddla.sync.base import Strategy
+from ddla.sync.fragments import due_fragments, split_fragments
+from ddla.sync.outer import build_outer_optimizer, mix, outer_step, pseudo_gradient
+
+
+class PeriodicOuterSync(Strategy):
+    """Base of the DiLoCo family; subclasses choose the outer settings in :meth:`settings`."""
+
+    name: ClassVar[str] = "periodic"
+    default_optimizer: ClassVar[str] = "adamw"
+
+    def settings(self) -> dict[str, Any]:
+        """Outer ``lr``, ``momentum``, number of ``fragments``, ``overlap`` and ``mix``."""
+        c = self.config
+        return {"lr": c.outer_lr, "momentum": c.outer_momentum, "fragments": 1, "overlap": 0,
+                "mix": 0.0}  # fmt: skip
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        s = self.settings()
+        self.every: int = self.config.every
+        self.overlap: int = s["overlap"]
+        self.mix_alpha: float = s["mix"]
+        self.compressor = build_compressor(self.config.compress)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self._broadcast_initial()
+        self.fragments = split_fragments([tuple(p.shape) for p in self.params], s["fragments"])
+        self.anchor = [
+            [sl.view(self.params[sl.index].detach()).clone().float() for sl in frag]
+            for frag in self.fragments
+        ]
+        self.outer = build_outer_optimizer(
+            [a for frag in self.anchor for a in frag], lr=s["lr"], momentum=s["momentum"]
+        )
+        #: (step at which to apply, fragment) for results in flight (overlap > 0).
+        self.pending: list[tuple[int, int]] = []
+        self.last_sync = [0] * len(self.fragments)
+
+    def _broadcast_initial(self) -> None:
+        """Start every agent from rank 0's parameters (a 'control' message, not training)."""
+        if self.transport.world_size == 1 or not self.params:
+            return
+        with torch.no_grad():
+            flat = torch.cat([p.detach().reshape(-1).float() for p in self.params])
+            self.transport.broadcast(flat, src=0, tag="control")
+            offset = 0
+            for p in self.params:
+                p.copy_(flat[offset : offset + p.numel()].view_as(p))
+                offset += p.numel()
+
+    def _views(self, f: int) -> list[torch.Tensor]:
+        return [sl.view(self.params[sl.index].detach()) for sl in self.fragments[f]]
+
+    def after_step(self) -> None:
+        step = self.local_step
+        for f in due_fragments(step=step, every=self.every, fragments=len(self.fragments)):
+            self._sync(f, step, apply_now=self.overlap == 0)
+        due = [(at, f) for at, f in self.pending if at <= step]
+        self.pending = [(at, f) for at, f in self.pending if at > step]
+        for _, f in due:
+            self._merge(f, self.mix_alpha)
+
+    @torch.no_grad()
+    def _sync(self, f: int, step: int, *, apply_now: bool) -> None:
+        views = self._views(f)
+        grads = pseudo_gradient(self.anchor[f], views)
+        keys = [f"{f}.{i}" for i in range(len(views))]
+        mean = compressed_all_reduce(self.transport, grads, self.compressor, tag="train", keys=keys)
+        outer_step(self.outer, self.anchor[f], mean)
+        self.last_sync[f] = step
+        if f == 0:
+            self._average_buffers()
+        if apply_now:
+            self._merge(f, 0.0)
+        else:
+            self.pending.append((step + self.overlap, f))
+
+    @torch.no_grad()
+    def _merge(self, f: int, alpha: float) -> None:
+        for view, global_ in zip(self._views(f), self.anchor[f], strict=True):
+            if alpha == 0.0:
+                view.copy_(global_)
+            else:
+                mix(view, global_, alpha)
+
+    @torch.no_grad()
+    def _average_buffers(self) -> None:
+        buffers = [b for b in self.model.buffers() if b.is_floating_point()]
+        if self.transport.world_size == 1 or not buffers:
+            return
+        flat = torch.cat([b.reshape(-1).float() for b in buffers])
+        self.transport.all_reduce(flat, op="avg", tag="train")
+        offset = 0
+        for b in buffers:
+            b.copy_(flat[offset : offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+    def finish(self) -> None:
+        """Sync every fragment that trained since its last sync; all agents end identical."""
+        step = self.local_step
+        in_flight = {f for _, f in self.pending}
+        self.pending = []
+        for f in range(len(self.fragments)):
+            if self.last_sync[f] < step:
+                self._sync(f, step, apply_now=True)
+            elif f in in_flight:
+                self._merge(f, 0.0)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "anchor": [[a.clone() for a in frag] for frag in self.anchor],
+            "outer": self.outer.state_dict(),
+            "compressor": self.compressor.state_dict(),
+            "pending": list(self.pending),
+            "last_sync": list(self.last_sync),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        with torch.no_grad():
+            for frag, saved in zip(self.anchor, state["anchor"], strict=True):
+                for a, s in zip(frag, saved, strict=True):
+                    a.copy_(s)
+        self.outer.load_state_dict(state["outer"])
+        self.compressor.load_state_dict(state["compressor"])
+        self.pending = [(int(at), int(f)) for at, f in state["pending"]]
+        self.last_sync = [int(s) for s in state["last_sync"]]

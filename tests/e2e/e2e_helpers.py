@@ -1,0 +1,53 @@
+"""Helpers for end-to-end tests: run the real CLI / launcher and check no process is left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+#: Small, fast job used by the end-to-end tests: 2 agents on scikit-learn digits.
+FAST = ["agents=2", "data.dataset=digits", "model.hidden=64", "train.eval_every=10"]
+
+
+def descendants(pid: int) -> list[int]:
+    """Live (non-zombie) processes whose parent chain reaches ``pid``."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        # multiprocessing's resource tracker lives as long as the test runner by design.
+        if fields[0] != "Z" and b"resource_tracker" not in cmd:
+            parents[int(entry.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        p = frontier.pop()
+        kids = [c for c, pp in parents.items() if pp == p]
+        found += kids
+        frontier += kids
+    return found
+
+
+def cli(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """Run ``python -m ddla.cli ARGS`` from the repo root."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "ddla.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,
+    )
