@@ -17,7 +17,6 @@ import copy
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from ddla.data import AgentBatches, partition
 from ddla.errors import DdlaError
 from ddla.job import Job, job_from_config
 from ddla.metrics import ConsoleProgress, JsonlSink, evaluate
+from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.models import averaged_copy, save_model
 from ddla.optim import build_optimizer
 from ddla.runfiles import METRICS, SUMMARY, atomic_write_json, trim_metrics, write_agent_error
@@ -66,13 +66,14 @@ class _Timer:
         if state:
             self.compute_s, self.wall_offset = state["compute_s"], state["wall_s"]
             self.train_s = state["train_s"]
-        self.start = time.perf_counter()
+        # The Transport's clock: real time, or real + modelled link time (virtual clock).
+        self.start = transport.clock.now()
 
     def comm_s(self) -> float:
         return float(self.transport.stats.totals("train")["seconds"])
 
     def wall_s(self) -> float:
-        return self.wall_offset + time.perf_counter() - self.start
+        return self.wall_offset + self.transport.clock.now() - self.start
 
     def add_step(self, step_seconds: float, comm_delta: float) -> None:
         # DDP overlaps communication with backward; comm seconds are time in flight, so the
@@ -105,7 +106,7 @@ class _Evaluator:
     """Per-agent and global (merged-model) evaluation; rank 0 writes the JSONL lines."""
 
     def __init__(
-        self, job: Job, config: RunConfig, transport: Transport, sink: JsonlSink | None
+        self, job: Job, config: RunConfig, transport: Transport, sink: JsonlSink | TeeSink | None
     ) -> None:
         self.job, self.config, self.transport, self.sink = job, config, transport, sink
         self.global_model = copy.deepcopy(job.model)
@@ -132,6 +133,7 @@ class _Evaluator:
             "wall_s": row["wall_s"],
             "compute_s": max(r["compute_s"] for r in rows),
             "comm_s": max(r["comm_s"] for r in rows),
+            "train_s": max(r["train_s"] for r in rows),
         }
         if self.sink is not None:
             if self.config.train.eval_agents:
@@ -176,6 +178,11 @@ def _summary(
         },
         "model_path": str(out / "model.safetensors"),
         "config": config.to_dict(),
+        "link": {
+            "profile": evaluator.transport.link_description,
+            "clock": evaluator.transport.clock.label,
+            "modelled_s": evaluator.transport.clock.modelled_s,
+        },
     }
 
 
@@ -225,6 +232,8 @@ def train(
         if resume:
             trim_metrics(out / METRICS, after_step=start)
         sink = JsonlSink(out / METRICS, append=resume)
+        if config.tensorboard:
+            sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
     evaluator = _Evaluator(job, config, transport, sink)
     train_model = strategy.train_model
     train_model.train()
@@ -238,12 +247,12 @@ def train(
             bar.update(start)
             for step in range(start, tc.steps):
                 idx = torch.from_numpy(batches.batch(step))
-                t0, c0 = time.perf_counter(), timer.comm_s()
+                t0, c0 = transport.clock.now(), timer.comm_s()
                 optimizer.zero_grad(set_to_none=True)
                 loss = job.loss(train_model(x_train[idx]), y_train[idx])
                 loss.backward()
                 optimizer.step()  # the strategy synchronizes in its step post-hook
-                timer.add_step(time.perf_counter() - t0, timer.comm_s() - c0)
+                timer.add_step(transport.clock.now() - t0, timer.comm_s() - c0)
                 done = step + 1
                 if faults is not None:
                     faults.apply(rank, done)
@@ -317,6 +326,7 @@ def agent_main(
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     transport = Transport.from_env(backend=config.comm.backend, timeout_s=config.comm.timeout_s)
+    transport.emulate_links(config.comm.link, config.comm.link_overrides, clock=config.comm.clock)
     _setup_logging(out, transport.rank)
     try:
         job = job_factory() if job_factory is not None else job_from_config(config)
