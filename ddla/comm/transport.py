@@ -353,8 +353,8 @@ class Transport:
 
     @property
     def emulates_links(self) -> bool:
-        """Whether transfers are shaped by a wide-area link model (none on this Transport)."""
-        return False
+        """Whether training transfers are shaped by an emulated link (see :meth:`emulate_links`)."""
+        return self._links is not None and "train" in self._link_tags
 
     def account(self, op: str, nbytes: int, *, tag: str = "train") -> None:
         """Record a transfer that a PyTorch component made on this group outside the Transport.
