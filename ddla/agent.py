@@ -32,6 +32,7 @@ from ddla.checkpoint import (
 from ddla.comm import Transport
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
+from ddla.data.sharing import parse_share
 from ddla.errors import DdlaError
 from ddla.job import Job, job_from_config
 from ddla.metrics import ConsoleProgress, JsonlSink, evaluate
@@ -39,6 +40,7 @@ from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.models import averaged_copy, save_model
 from ddla.optim import build_optimizer
 from ddla.runfiles import METRICS, SUMMARY, atomic_write_json, trim_metrics, write_agent_error
+from ddla.security.runtime import secure_join
 from ddla.sync import STRATEGIES, build_strategy
 
 log = logging.getLogger("ddla.agent")
@@ -199,12 +201,21 @@ def train(
     rank, world = transport.rank, transport.world_size
     out = Path(config.out)
     tc = config.train
+    # Authenticate before any model or data flows; with secure aggregation the returned
+    # Transport masks every averaged update.
+    security = secure_join(config.security, transport, out)
+    if security is not None:
+        transport = security.transport
     x_train, y_train = job.train
     parts = partition(config.data.partition, y_train.numpy(), world, tc.seed)
-    batches = AgentBatches(parts[rank], batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
-    log.info(
-        "shard of %d samples, %d agents, strategy %s", len(parts[rank]), world, config.sync.strategy
-    )
+    shard = parts[rank]
+    share = parse_share(config.data.share)
+    if share and security is not None:
+        x_train, y_train, shard = security.share_pool(
+            x_train, y_train, shard, fraction=share, seed=tc.seed
+        )
+    batches = AgentBatches(shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
+    log.info("shard of %d samples, %d agents, strategy %s", len(shard), world, config.sync.strategy)
 
     model = job.model
     state = read_agent_state(out, rank=rank) if resume else None
@@ -273,6 +284,8 @@ def train(
         strategy.close()
         if sink is not None:
             sink.close()
+        if security is not None:
+            security.close()
     if rank != 0:
         return None
     model_path = save_model(

@@ -7,6 +7,8 @@ ddla partition --dataset digits --agents 8 --partition dirichlet:0.3
 ddla eval runs/latest/model.safetensors --dataset mnist1d
 ddla report runs/latest --tensorboard
 ddla bench --strategy allreduce --strategy diloco,sync.every=250 --link wan-100 --target 0.88
+ddla keygen --out run.key
+ddla audit verify runs/latest
 """
 
 from __future__ import annotations
@@ -289,6 +291,56 @@ def bench_cmd(
     )
     console.print(markdown_table(record))
     console.print(f"record: {out / 'bench.json'}  plot: {out / 'bench.png'}")
+
+
+@app.command()
+@guarded
+def keygen(
+    out: Annotated[Path, typer.Option(help="Where to write the run secret.")] = Path("ddla.key"),
+    force: Annotated[bool, typer.Option(help="Replace an existing secret file.")] = False,
+) -> None:
+    """Create a run secret (32 random bytes, file mode 0600) that every agent must hold."""
+    from ddla.security.secret import fingerprint, load_secret, write_secret
+
+    path = write_secret(out, overwrite=force)
+    console.print(f"wrote run secret {path} (fingerprint {fingerprint(load_secret(path))})")
+    console.print(f"use it: --set security.enabled=true --set security.secret_file={path}")
+
+
+audit_app = typer.Typer(help="Inspect a run's hash-chained audit logs.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+@guarded
+def audit_verify(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (--out of ddla run).")],
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="Run secret: also check the MACs ($DDLA_SECRET[_FILE] work too)."),
+    ] = None,
+) -> None:
+    """Check that no audit line was edited, reordered or removed; name each that was."""
+    import os
+
+    from ddla.errors import SecurityError
+    from ddla.security.audit import verify
+    from ddla.security.secret import ENV_SECRET, ENV_SECRET_FILE, load_secret
+
+    has_env = os.environ.get(ENV_SECRET) or os.environ.get(ENV_SECRET_FILE)
+    secret = load_secret(secret_file) if secret_file or has_env else None
+    report = verify(run_dir, secret=secret)
+    for path, lines in report.files.items():
+        console.print(f"{path}: {lines} lines", highlight=False)
+    for problem in report.problems:
+        err_console.print(f"[bold red]{problem}[/]", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise SecurityError(
+            f"audit log of {run_dir} failed verification ({len(report.problems)} problem(s))",
+            help="each line named above was altered after it was written (or the log is missing)",
+        )
+    checked = "hashes and MACs" if report.macs_checked else "hashes (pass --secret-file for MACs)"
+    console.print(f"audit log intact: {checked} verified")
 
 
 def main() -> None:
