@@ -17,6 +17,7 @@ import copy
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,14 @@ class _Timer:
         self.transport = transport
         self.compute_s = 0.0
         self.train_s = 0.0  # seconds inside training steps (forward, backward, sync, update)
+        # CPU seconds of this process inside training steps: unlike wall time, not inflated
+        # when a shared machine deschedules the agent (benchmarks compare overhead with it).
+        self.train_cpu_s = 0.0
         self.wall_offset = 0.0
         if state:
             self.compute_s, self.wall_offset = state["compute_s"], state["wall_s"]
-            self.train_s = state["train_s"]
+            self.train_s, self.train_cpu_s = state["train_s"], state["train_cpu_s"]
+        self._step_start = (0.0, 0.0, 0.0)
         # The Transport's clock: real time, or real + modelled link time (virtual clock).
         self.start = transport.clock.now()
 
@@ -77,14 +82,25 @@ class _Timer:
     def wall_s(self) -> float:
         return self.wall_offset + self.transport.clock.now() - self.start
 
-    def add_step(self, step_seconds: float, comm_delta: float) -> None:
+    def begin_step(self) -> None:
+        self._step_start = (self.transport.clock.now(), self.comm_s(), time.process_time())
+
+    def end_step(self) -> None:
+        t0, c0, p0 = self._step_start
+        step_seconds = self.transport.clock.now() - t0
         # DDP overlaps communication with backward; comm seconds are time in flight, so the
         # compute share is what is left of the step (never negative).
-        self.compute_s += max(step_seconds - comm_delta, 0.0)
+        self.compute_s += max(step_seconds - (self.comm_s() - c0), 0.0)
         self.train_s += step_seconds
+        self.train_cpu_s += time.process_time() - p0
 
     def state_dict(self) -> dict[str, float]:
-        return {"compute_s": self.compute_s, "train_s": self.train_s, "wall_s": self.wall_s()}
+        return {
+            "compute_s": self.compute_s,
+            "train_s": self.train_s,
+            "train_cpu_s": self.train_cpu_s,
+            "wall_s": self.wall_s(),
+        }
 
 
 def _agent_row(
@@ -101,6 +117,7 @@ def _agent_row(
         "compute_s": round(timer.compute_s, 4),
         "comm_s": round(timer.comm_s(), 4),
         "train_s": round(timer.train_s, 4),
+        "train_cpu_s": round(timer.train_cpu_s, 4),
     }
 
 
@@ -167,7 +184,14 @@ def _summary(
                 {"rank": r["agent"]}
                 | {
                     k: r[k]
-                    for k in ("bytes_sent", "bytes_received", "compute_s", "comm_s", "train_s")
+                    for k in (
+                        "bytes_sent",
+                        "bytes_received",
+                        "compute_s",
+                        "comm_s",
+                        "train_s",
+                        "train_cpu_s",
+                    )
                 }
                 for r in rows
             ],
@@ -258,12 +282,12 @@ def train(
             bar.update(start)
             for step in range(start, tc.steps):
                 idx = torch.from_numpy(batches.batch(step))
-                t0, c0 = transport.clock.now(), timer.comm_s()
+                timer.begin_step()
                 optimizer.zero_grad(set_to_none=True)
                 loss = job.loss(train_model(x_train[idx]), y_train[idx])
                 loss.backward()
                 optimizer.step()  # the strategy synchronizes in its step post-hook
-                timer.add_step(transport.clock.now() - t0, timer.comm_s() - c0)
+                timer.end_step()
                 done = step + 1
                 if faults is not None:
                     faults.apply(rank, done)
