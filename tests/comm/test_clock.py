@@ -27,7 +27,7 @@ def test_real_clock_sleeps_the_modelled_time() -> None:
     t0 = time.monotonic()
     clock.advance(0.05)
     elapsed = time.monotonic() - t0
-    assert 0.05 <= elapsed < 0.08
+    assert 0.05 <= elapsed < 1.0  # upper bound: scheduling delay on a loaded machine
     assert clock.modelled_s == 0.05 and clock.label == "real"
 
 
@@ -36,12 +36,13 @@ def test_cpu_clock_counts_cpu_time_not_waiting() -> None:
     t0 = clock.now()
     time.sleep(0.2)  # descheduled: a dedicated core would not have spent this
     slept = clock.now() - t0
-    busy_until = time.monotonic() + 0.05
-    while time.monotonic() < busy_until:
+    # Spin for 50 ms of CPU (not wall) time, so a loaded machine cannot starve the loop.
+    busy_until = time.process_time() + 0.05
+    while time.process_time() < busy_until:
         pass
     busy = clock.now() - t0 - slept
     clock.advance(10.0)
-    assert slept < 0.05 and busy > 0.02
+    assert slept < 0.05 and busy >= 0.049
     assert clock.now() - t0 >= 10.0 and clock.label == "virtual-cpu"
 
 
@@ -71,7 +72,7 @@ def test_async_future_completes_after_the_modelled_time_on_the_real_clock() -> N
     real.set_result(torch.ones(2))
     assert not wrapped.done()  # the caller can compute while the link is busy
     value = wrapped.wait()
-    assert 0.04 <= time.monotonic() - t0 < 0.08  # 2 ring steps of ~20 ms
+    assert 0.04 <= time.monotonic() - t0 < 1.0  # 2 ring steps of ~20 ms (+ load)
     assert value.tolist() == [1.0, 1.0]
 
 
@@ -102,4 +103,5 @@ def test_transfers_queue_on_the_link() -> None:
     first = time.monotonic() - t0
     futures[1].wait()
     both = time.monotonic() - t0
-    assert first < 0.075 and 0.095 <= both < 0.15  # the second waits for the first
+    # the second waits for the first: both take two link times, not one
+    assert first >= 0.04 and both >= 0.09
