@@ -27,7 +27,7 @@ def test_real_clock_sleeps_the_modelled_time() -> None:
     t0 = time.monotonic()
     clock.advance(0.05)
     elapsed = time.monotonic() - t0
-    assert 0.05 <= elapsed < 0.08
+    assert 0.05 <= elapsed < 0.5  # never early; late only as far as the scheduler makes it
     assert clock.modelled_s == 0.05 and clock.label == "real"
 
 
@@ -36,12 +36,12 @@ def test_cpu_clock_counts_cpu_time_not_waiting() -> None:
     t0 = clock.now()
     time.sleep(0.2)  # descheduled: a dedicated core would not have spent this
     slept = clock.now() - t0
-    busy_until = time.monotonic() + 0.05
-    while time.monotonic() < busy_until:
+    p0 = time.process_time()
+    while time.process_time() - p0 < 0.03:  # 30 ms of CPU, however long the machine takes
         pass
     busy = clock.now() - t0 - slept
     clock.advance(10.0)
-    assert slept < 0.05 and busy > 0.02
+    assert slept < 0.05 and 0.03 <= busy < 0.05
     assert clock.now() - t0 >= 10.0 and clock.label == "virtual-cpu"
 
 
@@ -71,7 +71,7 @@ def test_async_future_completes_after_the_modelled_time_on_the_real_clock() -> N
     real.set_result(torch.ones(2))
     assert not wrapped.done()  # the caller can compute while the link is busy
     value = wrapped.wait()
-    assert 0.04 <= time.monotonic() - t0 < 0.08  # 2 ring steps of ~20 ms
+    assert 0.04 <= time.monotonic() - t0 < 0.5  # 2 ring steps of ~20 ms, never earlier
     assert value.tolist() == [1.0, 1.0]
 
 
@@ -93,13 +93,13 @@ def test_transfers_queue_on_the_link() -> None:
     table = LinkTable.build("1gbit:50ms", None, world_size=2)
     emu = LinkEmulator(table, RealClock(), rank=0)
     futures = []
+    t0 = time.monotonic()
     for _ in range(2):
         real: torch.futures.Future[int] = torch.futures.Future()
         futures.append(emu.wrap_future(real, "send", 0, dst=1))
         real.set_result(1)
-    t0 = time.monotonic()
     futures[0].wait()
     first = time.monotonic() - t0
     futures[1].wait()
     both = time.monotonic() - t0
-    assert first < 0.075 and 0.095 <= both < 0.15  # the second waits for the first
+    assert 0.05 <= first < both and both >= 0.1  # the second waits for the first
