@@ -121,8 +121,8 @@ def test_async_all_reduce_completes_after_the_modelled_time(
     for r in results:
         a = r["async"]
         assert a["value"] == [2.0] * 10
-        assert a["issued"] < 0.1  # the caller is free while the link is busy
-        assert 0.2 <= a["done"] < 0.3  # 2 ring steps of 100 ms
+        assert a["issued"] < 0.15  # the caller is free while the link is busy
+        assert 0.2 <= a["done"] < 0.6  # 2 ring steps of 100 ms; never earlier
         assert a["seconds"] >= 0.2  # the recorded op time includes the link
 
 
