@@ -352,8 +352,13 @@ class Transport:
         )
 
     @property
-    def emulates_links(self) -> bool:
-        """Whether training transfers are shaped by an emulated link (see :meth:`emulate_links`)."""
+    def intercepts_payloads(self) -> bool:
+        """Whether every training payload must pass through this Transport's own calls.
+
+        True when emulated links shape training traffic (:meth:`emulate_links`); wrappers that
+        transform payloads (secure aggregation) say True too. Strategies then must not bypass
+        it with PyTorch's built-in collectives (DDP's C++ all-reduce).
+        """
         return self._links is not None and "train" in self._link_tags
 
     def account(self, op: str, nbytes: int, *, tag: str = "train") -> None:

@@ -5,14 +5,16 @@ overlaps backward). With one agent there is nothing to average and the model is 
 
 Two paths, chosen by what must see the gradients:
 
-- **Fast path** (no compression, no link emulation): DDP's built-in C++ all-reduce, and the
+- **Fast path** (no compression, and a Transport that need not see payloads: no link
+  emulation, no secure aggregation): DDP's built-in C++ all-reduce, and the
   Transport *accounts* one all-reduce of the gradient bytes per step (same ring model). Any
   Python communication hook costs a GIL hand-off per bucket from gloo's thread; measured with
   4 agents on this 2-core machine, DDP's own Python ``allreduce_hook`` and ours were both
   ~33% slower per step than the built-in path (44.2 / 45.0 ms vs 33.2 ms; equal at 2 agents).
   Here the Transport measures no in-flight time: the all-reduce overlaps backward inside DDP.
 - **Hook path**: a communication hook routes every bucket through the Transport
-  (``all_reduce_async``), so link emulation delays it and its time in flight is measured.
+  (``all_reduce_async``), so link emulation delays it, secure aggregation masks it, and its
+  time in flight is measured.
 
 With ``sync.compress`` set, the hook instead averages each bucket's per-parameter gradients
 with :func:`~ddla.compress.compressed_all_reduce` (fp16/bf16 as a low-precision all-reduce,
@@ -85,7 +87,7 @@ class AllReduce(Strategy):
             )
             if self.config.compress != "none":
                 ddp.register_comm_hook((self.transport, self.compressor), _compressed_hook)
-            elif self.transport.emulates_links:
+            elif self.transport.intercepts_payloads:
                 ddp.register_comm_hook(self.transport, _transport_allreduce_hook)
             else:
                 self._grad_bytes = sum(
