@@ -238,6 +238,17 @@ def train(
         x_train, y_train, shard = security.share_pool(
             x_train, y_train, shard, fraction=share, seed=tc.seed
         )
+    puller = None
+    if config.data.pull_every and security is not None:
+        puller = security.puller(
+            x=x_train,
+            y=y_train,
+            shard=shard,
+            num_classes=job.num_classes,
+            every=config.data.pull_every,
+            count=config.data.pull_count,
+            seed=tc.seed,
+        )
     batches = AgentBatches(shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
     log.info("shard of %d samples, %d agents, strategy %s", len(shard), world, config.sync.strategy)
 
@@ -261,6 +272,12 @@ def train(
         start = int(state["step"])
         log.info("resumed at step %d", start)
     timer = _Timer(transport, state["timer"] if state else None)
+    if puller is not None and start:  # resumed: redo earlier pulls so the data is the same
+        puller.replay(start, tc.steps)
+        x_train, y_train = puller.x, puller.y
+        batches = AgentBatches(
+            puller.shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank
+        )
 
     sink = None
     if rank == 0:
@@ -291,6 +308,12 @@ def train(
                 done = step + 1
                 if faults is not None:
                     faults.apply(rank, done)
+                if puller is not None and puller.due(done, tc.steps):
+                    puller.run()
+                    x_train, y_train = puller.x, puller.y
+                    batches = AgentBatches(
+                        puller.shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank
+                    )
                 acc = None
                 if tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
                     acc = evaluator(done, model, timer).get("accuracy")

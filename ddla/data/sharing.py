@@ -306,6 +306,8 @@ def _result(peer: int, req: PullRequest, answer: bytes, audit: AuditLog | None) 
     )
     if granted and (result.y is None or len(result.y) != granted):
         raise SecurityError(f"agent {peer} said it granted {granted} samples but sent otherwise")
+    if granted and not set(result.y.tolist()) <= set(req.classes):
+        raise SecurityError(f"agent {peer} sent samples of classes it was not asked for")
     if audit is not None:
         event = "pull" if granted else "refusal"
         audit.append(event, peer=peer, request=_as_dict(req), granted=granted, reason=result.reason)

@@ -69,6 +69,12 @@ def check_run(config: RunConfig) -> None:
             "run `ddla keygen --out run.key` and add --set security.enabled=true "
             "--set security.secret_file=run.key",
         )
+    if getattr(config.data, "pull_every", 0) and not sec.enabled:
+        raise ConfigError(
+            "data.pull_every needs security.enabled=true",
+            help="pulled samples are sealed and the owners' access policy needs authenticated "
+            "requesters: add --set security.enabled=true --set security.secret_file=run.key",
+        )
     if sec.secure_aggregation and not sec.enabled:
         raise ConfigError(
             "security.secure_aggregation needs security.enabled=true",

@@ -28,6 +28,7 @@ from ddla.security.transport import SecureTransport
 
 if TYPE_CHECKING:
     from ddla.comm import Transport
+    from ddla.data.sharing import DataOwner
     from ddla.security.config import SecurityConfig
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,33 @@ class AgentSecurity:
         extra = np.arange(len(y), len(y) + len(py), dtype=np.int64)
         log.info("shared %d samples, received a pool of %d", len(mine), len(py))
         return torch.cat([x, px]), torch.cat([y, py]), np.concatenate([shard, extra])
+
+    def puller(
+        self,
+        *,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        shard: np.ndarray,
+        num_classes: int,
+        every: int,
+        count: int,
+        seed: int,
+    ) -> Puller:
+        """Pulls during training: every ``every`` steps ask each peer for ``count`` samples of
+        the classes this agent's shard lacks; owners answer under ``security.policy``."""
+        from ddla.data.sharing import DataOwner
+        from ddla.security.policy import AccessPolicy, PolicyEnforcer
+
+        policy = AccessPolicy.load(self.config.policy) if self.config.policy else AccessPolicy()
+        own = torch.from_numpy(shard)
+        owner = DataOwner(
+            x=x[own],
+            y=y[own],
+            enforcer=PolicyEnforcer(policy, owner=self.session.rank),
+            seed=seed,
+        )
+        lacking = sorted(set(range(num_classes)) - set(y[own].tolist()))
+        return Puller(self, owner, x=x, y=y, shard=shard, lacking=lacking, every=every, count=count)
 
     def close(self) -> None:
         """Record the agent's departure (durably, which also syncs earlier events)."""
@@ -125,3 +153,60 @@ def secure_join(
         audit=audit,
         config=config,
     )
+
+
+class Puller:
+    """State of an agent's pulls during a run: its growing training set and index array.
+
+    Pull rounds are collective (every agent takes part, with or without requests) and
+    deterministic, so a resumed run replays the rounds before its checkpoint and trains on the
+    same data (:meth:`replay`).
+    """
+
+    def __init__(
+        self,
+        security: AgentSecurity,
+        owner: DataOwner,
+        *,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        shard: np.ndarray,
+        lacking: list[int],
+        every: int,
+        count: int,
+    ) -> None:
+        self.security, self.owner = security, owner
+        self.x, self.y, self.shard = x, y, shard
+        self.lacking, self.every, self.count = lacking, every, count
+
+    def due(self, step: int, steps: int) -> bool:
+        """Whether a pull round follows optimizer step ``step`` (never after the last one)."""
+        return step % self.every == 0 and step < steps
+
+    def replay(self, start: int, steps: int) -> None:
+        """Redo the rounds of steps ``<= start`` (a run resumed at ``start``)."""
+        for step in range(self.every, start + 1, self.every):
+            if self.due(step, steps):
+                self.run()
+
+    def run(self) -> None:
+        from ddla.data.sharing import PullRequest, pull_round
+
+        sec = self.security
+        me, world = sec.session.rank, sec.session.world_size
+        requests = {
+            peer: PullRequest(classes=tuple(self.lacking), count=self.count)
+            for peer in range(world)
+            if peer != me and self.lacking
+        }
+        results = pull_round(sec.transport, sec.envelope, self.owner, requests, audit=sec.audit)
+        got = [r for r in results.values() if not r.denied]
+        for r in results.values():
+            if r.denied:
+                log.info("pull from agent %d refused: %s", r.owner, r.reason)
+        if got:
+            extra = np.arange(len(self.y), len(self.y) + sum(r.granted for r in got))
+            self.x = torch.cat([self.x, *(r.x for r in got)])
+            self.y = torch.cat([self.y, *(r.y for r in got)])
+            self.shard = np.concatenate([self.shard, extra])
+            log.info("pulled %d samples from %d agents", len(extra), len(got))

@@ -79,3 +79,32 @@ def test_missing_secret_is_a_clean_error(tmp_path, monkeypatch):
     assert "no run secret" in result.output and "ddla keygen" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_pulls_during_a_run_follow_the_policy(secure_run, tmp_path):
+    key, _ = secure_run
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "agents:\n  1:\n    - {peers: [0], kinds: [samples], classes: '*', max_samples: 8}\n"
+    )
+    out = tmp_path / "run"
+    args = [
+        "run", "--agents", "2", "--dataset", "digits", "--steps", "12", "--eval-every", "0",
+        "--partition", "shards:1", "--out", str(out), "--no-progress",
+        "--set", "security.enabled=true", "--set", f"security.secret_file={key}",
+        "--set", f"security.policy={policy}",
+        "--set", "data.pull_every=5", "--set", "data.pull_count=5",
+    ]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+
+    def events(rank):
+        lines = (out / "audit" / f"agent{rank}.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    pulls = [(e["event"], e["data"].get("granted")) for e in events(0) if e["event"] == "pull"]
+    assert pulls == [("pull", 5), ("pull", 3)]  # the owner's quota of 8 caps the second
+    refusals = [e["data"]["reason"] for e in events(1) if e["event"] == "refusal"]
+    assert len(refusals) == 2 and "no rule of agent 0 lets agent 1 pull" in refusals[0]
+    assert [e["event"] for e in events(0)].count("deny") == 2
+    assert runner.invoke(app, ["audit", "verify", str(out)]).exit_code == 0

@@ -15,6 +15,8 @@ def test_defaults_are_off_and_valid():
     [
         (["data.share=shared:0.05"], "needs security.enabled=true"),
         (["security.secure_aggregation=true"], "needs security.enabled=true"),
+        (["data.pull_every=5"], "needs security.enabled=true"),
+        (["data.pull_count=0"], "pull_count"),
         (["data.share=shared:1.5"], "data.share"),
         (["data.share=everything"], "data.share"),
         (["security.on_auth_failure=exclude", "security.enabled=true"], "not supported"),
@@ -42,3 +44,19 @@ def test_valid_security_settings(tmp_path):
         ],
     )
     assert cfg.security == SecurityConfig(enabled=True, secure_aggregation=True, policy=str(policy))
+
+
+def test_fresh_run_sets_the_previous_audit_log_aside(tmp_path):
+    from ddla.runfiles import prepare_run_dir
+    from ddla.security.audit import AuditLog, verify
+
+    AuditLog.for_run(tmp_path, agent=0).append("join", members=[0])
+    prepare_run_dir(tmp_path, fresh=False)
+    assert verify(tmp_path).ok  # a resumed run keeps appending to its own log
+    prepare_run_dir(tmp_path, fresh=True)
+    assert not (tmp_path / "audit").exists()
+    [kept] = tmp_path.glob("audit.*")
+    assert (kept / "agent0.jsonl").read_text().count("\n") == 1
+    AuditLog.for_run(tmp_path, agent=0).append("join", members=[0])
+    prepare_run_dir(tmp_path, fresh=True)
+    assert len(list(tmp_path.glob("audit.*"))) == 2
