@@ -239,6 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="runs/bytes_to_accuracy", help="run directories")
     p.add_argument("--record", default=str(ROOT / "benchmarks/records/bytes_to_accuracy"))
+    p.add_argument(
+        "--analyse-only",
+        action="store_true",
+        help="re-analyse the run directories of the last invocation (e.g. other --targets) "
+        "without training; the record keeps that invocation's command, SHA and timing",
+    )
     args = p.parse_args(argv)
 
     plan, index = [], []
@@ -248,29 +254,38 @@ def main(argv: list[str] | None = None) -> int:
             if args.grid == "recorded" and part != "iid" and run == RECORDED_SKIP:
                 continue  # its compressed DDP hook costs ~3 periodic runs; iid shows its ratio
             out = work / run_name(part, run)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.jsonl").unlink(missing_ok=True)
+            if not args.analyse_only:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / "metrics.jsonl").unlink(missing_ok=True)
             plan.append((str(out), overrides(args, part, run)))
             index.append((out, {"partition": part, **run}))
-    sha = git_sha()  # the code that runs, before anything can change the checkout
-    print(f"{len(plan)} runs x {args.steps} steps x {args.agents} agents at {sha}", flush=True)
-    start = time.perf_counter()
-    run_agents(_agent, args.agents, plan, timeout_s=6 * 3600)
-    elapsed = time.perf_counter() - start
+    rec = Path(args.record)
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    if args.analyse_only:
+        previous = json.loads(rec.with_suffix(".json").read_text())
+        sha, elapsed, ran = previous["git_sha"], previous["elapsed_s"], previous["command"]
+        host, date = previous["machine"], previous["date_utc"]
+    else:
+        sha = git_sha()  # the code that runs, before anything can change the checkout
+        print(f"{len(plan)} runs x {args.steps} steps x {args.agents} agents at {sha}", flush=True)
+        start = time.perf_counter()
+        run_agents(_agent, args.agents, plan, timeout_s=6 * 3600)
+        elapsed, ran, host = time.perf_counter() - start, command, machine()
+        date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results = [analyse(out, run, args.targets, args.agents) for out, run in index]
     record = {
         "benchmark": "bytes_to_accuracy",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": ran,
+        "analysis_command": command,
         "git_sha": sha,
-        "machine": machine(),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": vars(args),
+        "machine": host,
+        "date_utc": date,
+        "config": {k: v for k, v in vars(args).items() if k != "analyse_only"},
         "elapsed_s": round(elapsed, 1),
         "notes": "local_sgd/diloco: only evaluations at sync points count toward reaching the "
         "target; streaming_diloco and allreduce: every evaluation.",
         "results": results,
     }
-    rec = Path(args.record)
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.with_suffix(".json").write_text(json.dumps(record, indent=1))
     md = table(results, args.targets)

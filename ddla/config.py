@@ -81,6 +81,7 @@ class RunConfig:
             raise ConfigError(
                 f"agents must be >= 1, got {self.agents}", help="pass --agents N with N >= 1"
             )
+        self.comm.check_agents(self.agents)  # a link override must name an existing agent
         check_run(self)
 
     # -- construction -------------------------------------------------------------------------

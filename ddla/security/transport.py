@@ -41,6 +41,15 @@ class SecureTransport:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
+    @property
+    def intercepts_payloads(self) -> bool:
+        """True when masking or auditing: DDP must route gradients through this proxy."""
+        return (
+            self.aggregator is not None
+            or self.audit is not None
+            or (self._inner.intercepts_payloads)
+        )
+
     def _secure(self, tensor: torch.Tensor, op: str) -> bool:
         return (
             self.aggregator is not None

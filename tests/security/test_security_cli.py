@@ -41,6 +41,11 @@ def test_secure_run_trains_and_audits(secure_run):
     events = [json.loads(line)["event"] for line in lines]
     assert events[0] == "join" and events[1] == "share" and events[-1] == "leave"
     assert events.count("sync") >= 20  # every step's gradient all-reduce, securely masked
+    # Masked gradients travel as int64 fixed point: twice the fp32 bytes of the MLP's 85,002
+    # parameters per step (2 agents: a ring all-reduce sends B per agent), never DDP's
+    # built-in fp32 all-reduce, which would bypass the masks.
+    fp32_per_step = 85_002 * 4
+    assert all(a["bytes_sent"] >= 20 * 2 * fp32_per_step for a in summary["comm"]["per_agent"])
     result = runner.invoke(app, ["audit", "verify", str(out), "--secret-file", str(key)])
     assert result.exit_code == 0, result.output
     assert "hashes and MACs verified" in result.output
