@@ -33,8 +33,8 @@ Example (three agents simulated in one process):
     >>> xs = [torch.tensor([0.5, -1.0]), torch.tensor([0.25, 2.0]), torch.tensor([1.0, 0.0])]
     >>> masked = [mask(encode(x), rank=r, seeds={p: seeds[tuple(sorted((r, p)))]
     ...            for p in range(3) if p != r}, round=0) for r, x in enumerate(xs)]
-    >>> decode(torch.stack(masked).sum(0))
-    tensor([1.7500, 1.0000])
+    >>> decode(torch.stack(masked).sum(0)).tolist()
+    [1.75, 1.0]
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ def test_fresh_keys_every_run():
 
 def test_wrong_secret_is_named_by_every_honest_agent_and_fails_itself():
     start = time.monotonic()
-    out = run_handshakes([GOOD, WRONG, GOOD])
-    assert time.monotonic() - start < 5  # detected, not timed out
+    out = run_handshakes([GOOD, WRONG, GOOD], timeout_s=30)
+    assert time.monotonic() - start < 15  # detected, not waited out (slack for a loaded box)
     for r in (0, 2):
         assert isinstance(out[r], AuthenticationError)
         assert "agent 1 could not prove it holds this run's secret" in str(out[r])
@@ -55,8 +55,8 @@ def test_exclude_needs_a_strict_majority():
 
 def test_missing_secret_fails_fast_everywhere():
     start = time.monotonic()
-    out = run_handshakes([GOOD, None, GOOD], timeout_s=20)
-    assert time.monotonic() - start < 5  # peers see the marker, they do not wait 20 s
+    out = run_handshakes([GOOD, None, GOOD], timeout_s=30)
+    assert time.monotonic() - start < 15  # peers see the marker, they do not wait 30 s
     assert isinstance(out[1], AuthenticationError) and "has no run secret" in str(out[1])
     for r in (0, 2):
         assert isinstance(out[r], AuthenticationError)
@@ -66,7 +66,7 @@ def test_missing_secret_fails_fast_everywhere():
 def test_absent_agent_times_out_cleanly():
     start = time.monotonic()
     out = run_handshakes([GOOD, GOOD, GOOD], timeout_s=1.0, skip={2})
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 15
     for r in (0, 1):
         assert isinstance(out[r], CommTimeoutError)
         assert "agent 2 did not join the handshake within 1 s" in str(out[r])
