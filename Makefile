@@ -16,6 +16,13 @@ setup: $(VENV)/.ddla-installed
 		 (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) \
 		 || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
 	fi
+	@# Headless Chromium (Debian) for the report's browser test; it skips when absent.
+	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (Debian, for the report browser test)"; \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1)) \
+		 || echo "warning: could not install chromium; the report browser test will skip"; \
+	fi
 
 $(VENV)/.ddla-installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)

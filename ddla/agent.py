@@ -33,12 +33,15 @@ from ddla.checkpoint import (
 from ddla.comm import Transport
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
+from ddla.data.sharing import parse_share
 from ddla.errors import DdlaError
 from ddla.job import Job, job_from_config
 from ddla.metrics import ConsoleProgress, JsonlSink, evaluate
+from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.models import averaged_copy, save_model
 from ddla.optim import build_optimizer
 from ddla.runfiles import METRICS, SUMMARY, atomic_write_json, trim_metrics, write_agent_error
+from ddla.security.runtime import secure_join
 from ddla.sync import STRATEGIES, build_strategy
 
 log = logging.getLogger("ddla.agent")
@@ -62,26 +65,42 @@ class _Timer:
         self.transport = transport
         self.compute_s = 0.0
         self.train_s = 0.0  # seconds inside training steps (forward, backward, sync, update)
+        # CPU seconds of this process inside training steps: unlike wall time, not inflated
+        # when a shared machine deschedules the agent (benchmarks compare overhead with it).
+        self.train_cpu_s = 0.0
         self.wall_offset = 0.0
         if state:
             self.compute_s, self.wall_offset = state["compute_s"], state["wall_s"]
-            self.train_s = state["train_s"]
-        self.start = time.perf_counter()
+            self.train_s, self.train_cpu_s = state["train_s"], state["train_cpu_s"]
+        self._step_start = (0.0, 0.0, 0.0)
+        # The Transport's clock: real time, or real + modelled link time (virtual clock).
+        self.start = transport.clock.now()
 
     def comm_s(self) -> float:
         return float(self.transport.stats.totals("train")["seconds"])
 
     def wall_s(self) -> float:
-        return self.wall_offset + time.perf_counter() - self.start
+        return self.wall_offset + self.transport.clock.now() - self.start
 
-    def add_step(self, step_seconds: float, comm_delta: float) -> None:
+    def begin_step(self) -> None:
+        self._step_start = (self.transport.clock.now(), self.comm_s(), time.process_time())
+
+    def end_step(self) -> None:
+        t0, c0, p0 = self._step_start
+        step_seconds = self.transport.clock.now() - t0
         # DDP overlaps communication with backward; comm seconds are time in flight, so the
         # compute share is what is left of the step (never negative).
-        self.compute_s += max(step_seconds - comm_delta, 0.0)
+        self.compute_s += max(step_seconds - (self.comm_s() - c0), 0.0)
         self.train_s += step_seconds
+        self.train_cpu_s += time.process_time() - p0
 
     def state_dict(self) -> dict[str, float]:
-        return {"compute_s": self.compute_s, "train_s": self.train_s, "wall_s": self.wall_s()}
+        return {
+            "compute_s": self.compute_s,
+            "train_s": self.train_s,
+            "train_cpu_s": self.train_cpu_s,
+            "wall_s": self.wall_s(),
+        }
 
 
 def _agent_row(
@@ -98,6 +117,7 @@ def _agent_row(
         "compute_s": round(timer.compute_s, 4),
         "comm_s": round(timer.comm_s(), 4),
         "train_s": round(timer.train_s, 4),
+        "train_cpu_s": round(timer.train_cpu_s, 4),
     }
 
 
@@ -105,7 +125,7 @@ class _Evaluator:
     """Per-agent and global (merged-model) evaluation; rank 0 writes the JSONL lines."""
 
     def __init__(
-        self, job: Job, config: RunConfig, transport: Transport, sink: JsonlSink | None
+        self, job: Job, config: RunConfig, transport: Transport, sink: JsonlSink | TeeSink | None
     ) -> None:
         self.job, self.config, self.transport, self.sink = job, config, transport, sink
         self.global_model = copy.deepcopy(job.model)
@@ -132,6 +152,7 @@ class _Evaluator:
             "wall_s": row["wall_s"],
             "compute_s": max(r["compute_s"] for r in rows),
             "comm_s": max(r["comm_s"] for r in rows),
+            "train_s": max(r["train_s"] for r in rows),
         }
         if self.sink is not None:
             if self.config.train.eval_agents:
@@ -163,7 +184,14 @@ def _summary(
                 {"rank": r["agent"]}
                 | {
                     k: r[k]
-                    for k in ("bytes_sent", "bytes_received", "compute_s", "comm_s", "train_s")
+                    for k in (
+                        "bytes_sent",
+                        "bytes_received",
+                        "compute_s",
+                        "comm_s",
+                        "train_s",
+                        "train_cpu_s",
+                    )
                 }
                 for r in rows
             ],
@@ -176,6 +204,11 @@ def _summary(
         },
         "model_path": str(out / "model.safetensors"),
         "config": config.to_dict(),
+        "link": {
+            "profile": evaluator.transport.link_description,
+            "clock": evaluator.transport.clock.label,
+            "modelled_s": evaluator.transport.clock.modelled_s,
+        },
     }
 
 
@@ -192,12 +225,32 @@ def train(
     rank, world = transport.rank, transport.world_size
     out = Path(config.out)
     tc = config.train
+    # Authenticate before any model or data flows; with secure aggregation the returned
+    # Transport masks every averaged update.
+    security = secure_join(config.security, transport, out)
+    if security is not None:
+        transport = security.transport
     x_train, y_train = job.train
     parts = partition(config.data.partition, y_train.numpy(), world, tc.seed)
-    batches = AgentBatches(parts[rank], batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
-    log.info(
-        "shard of %d samples, %d agents, strategy %s", len(parts[rank]), world, config.sync.strategy
-    )
+    shard = parts[rank]
+    share = parse_share(config.data.share)
+    if share and security is not None:
+        x_train, y_train, shard = security.share_pool(
+            x_train, y_train, shard, fraction=share, seed=tc.seed
+        )
+    puller = None
+    if config.data.pull_every and security is not None:
+        puller = security.puller(
+            x=x_train,
+            y=y_train,
+            shard=shard,
+            num_classes=job.num_classes,
+            every=config.data.pull_every,
+            count=config.data.pull_count,
+            seed=tc.seed,
+        )
+    batches = AgentBatches(shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
+    log.info("shard of %d samples, %d agents, strategy %s", len(shard), world, config.sync.strategy)
 
     model = job.model
     state = read_agent_state(out, rank=rank) if resume else None
@@ -219,12 +272,20 @@ def train(
         start = int(state["step"])
         log.info("resumed at step %d", start)
     timer = _Timer(transport, state["timer"] if state else None)
+    if puller is not None and start:  # resumed: redo earlier pulls so the data is the same
+        puller.replay(start, tc.steps)
+        x_train, y_train = puller.x, puller.y
+        batches = AgentBatches(
+            puller.shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank
+        )
 
     sink = None
     if rank == 0:
         if resume:
             trim_metrics(out / METRICS, after_step=start)
         sink = JsonlSink(out / METRICS, append=resume)
+        if config.tensorboard:
+            sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
     evaluator = _Evaluator(job, config, transport, sink)
     train_model = strategy.train_model
     train_model.train()
@@ -238,15 +299,21 @@ def train(
             bar.update(start)
             for step in range(start, tc.steps):
                 idx = torch.from_numpy(batches.batch(step))
-                t0, c0 = time.perf_counter(), timer.comm_s()
+                timer.begin_step()
                 optimizer.zero_grad(set_to_none=True)
                 loss = job.loss(train_model(x_train[idx]), y_train[idx])
                 loss.backward()
                 optimizer.step()  # the strategy synchronizes in its step post-hook
-                timer.add_step(time.perf_counter() - t0, timer.comm_s() - c0)
+                timer.end_step()
                 done = step + 1
                 if faults is not None:
                     faults.apply(rank, done)
+                if puller is not None and puller.due(done, tc.steps):
+                    puller.run()
+                    x_train, y_train = puller.x, puller.y
+                    batches = AgentBatches(
+                        puller.shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank
+                    )
                 acc = None
                 if tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
                     acc = evaluator(done, model, timer).get("accuracy")
@@ -264,6 +331,8 @@ def train(
         strategy.close()
         if sink is not None:
             sink.close()
+        if security is not None:
+            security.close()
     if rank != 0:
         return None
     model_path = save_model(
@@ -317,6 +386,7 @@ def agent_main(
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     transport = Transport.from_env(backend=config.comm.backend, timeout_s=config.comm.timeout_s)
+    transport.emulate_links(config.comm.link, config.comm.link_overrides, clock=config.comm.clock)
     _setup_logging(out, transport.rank)
     try:
         job = job_factory() if job_factory is not None else job_from_config(config)

@@ -5,6 +5,10 @@ ddla run --config run.yaml --set sync.every=50
 ddla run --resume runs/latest
 ddla partition --dataset digits --agents 8 --partition dirichlet:0.3
 ddla eval runs/latest/model.safetensors --dataset mnist1d
+ddla report runs/latest --tensorboard
+ddla bench --strategy allreduce --strategy diloco,sync.every=250 --link wan-100 --target 0.88
+ddla keygen --out run.key
+ddla audit verify runs/latest
 """
 
 from __future__ import annotations
@@ -74,7 +78,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_row("steps", str(summary["steps"]))
     table.add_row("bytes sent (all agents)", human_bytes(c["bytes_sent"]))
     table.add_row("bytes received (all agents)", human_bytes(c["bytes_received"]))
-    table.add_row("wall time", f"{t['wall_s']:.1f} s")
+    link = summary.get("link") or {}
+    clock = f" ({link['clock']} clock)" if link.get("clock") else ""
+    if link.get("profile", "lan") != "lan":
+        table.add_row("link", str(link["profile"]))
+    table.add_row("wall time", f"{t['wall_s']:.1f} s{clock}")
     table.add_row("compute / comm time", f"{t['compute_s']:.1f} s / {t['comm_s']:.1f} s")
     table.add_row("model", summary["model_path"])
     return table
@@ -111,6 +119,9 @@ def run(
     eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps.")] = None,
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
+    tensorboard: Annotated[
+        bool, typer.Option("--tensorboard", help="Also write TensorBoard files under OUT/tb.")
+    ] = False,
 ) -> None:
     """Train with N agents on this machine (4 agents on mnist1d by default)."""
     from ddla.launch import launch
@@ -118,6 +129,7 @@ def run(
     overrides = _flag_overrides(
         agents=agents,
         out=out,
+        tensorboard="true" if tensorboard else None,
         **{
             "sync.strategy": strategy,
             "data.dataset": dataset,
@@ -135,6 +147,7 @@ def run(
         config_file=config, overrides=[*overrides, *(set_ or [])], resume=resume, progress=progress
     )
     console.print(summary_table(summary))
+    console.print(f"report: {Path(summary['model_path']).parent / 'report.html'}")
 
 
 @app.command("partition")
@@ -198,6 +211,136 @@ def eval_cmd(
         table.add_row(key, f"{m[key]:.2%}")
     table.add_row("loss", f"{m['loss']:.4f}")
     console.print(table)
+
+
+@app.command("report")
+@guarded
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory written by ddla run.")],
+    tensorboard: Annotated[
+        bool, typer.Option(help="Also write TensorBoard event files under RUN_DIR/tb.")
+    ] = False,
+) -> None:
+    """Draw a run's plots and write its self-contained report.html (and TensorBoard files)."""
+    from ddla.report import write_report
+
+    page = write_report(run_dir)
+    console.print(f"report: {page}")
+    if tensorboard:
+        from ddla.metrics.tensorboard import export_run
+
+        console.print(f"tensorboard: tensorboard --logdir {export_run(run_dir)}")
+
+
+@app.command("bench")
+@guarded
+def bench_cmd(
+    strategy: Annotated[
+        list[str],
+        typer.Option(
+            help="STRATEGY[,section.key=value,...] (repeatable; the first is the baseline)."
+        ),
+    ],
+    target: Annotated[float, typer.Option(help="Target accuracy of the global model.")] = 0.88,
+    link: Annotated[
+        str | None, typer.Option(help="Link profile: lan, dc, wan, wan-100, edge or RATE:DELAY.")
+    ] = None,
+    link_overrides: Annotated[
+        str | None, typer.Option(help="Agents behind other links, e.g. 3=edge.")
+    ] = None,
+    clock: Annotated[
+        str,
+        typer.Option(
+            help="virtual (modelled link time, no sleeping), virtual-cpu (and compute as CPU "
+            "time, as on a dedicated core) or real (sleeps)."
+        ),
+    ] = "virtual",
+    agents: Annotated[int | None, typer.Option(help="Number of local agents.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset of every run.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model of every run.")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimizer steps per agent.")] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Evaluate every N steps.")] = None,
+    out: Annotated[Path, typer.Option(help="Bench directory.")] = Path("runs/bench"),
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML run file.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any setting of every run (repeatable)."),
+    ] = None,
+) -> None:
+    """Run several strategies on one workload under one link, and compare them side by side."""
+    from ddla.bench import markdown_table, parse_entry, run_bench
+
+    overrides = _flag_overrides(
+        agents=agents,
+        **{
+            "comm.link": link,
+            "comm.link_overrides": link_overrides,
+            "comm.clock": clock,
+            "data.dataset": dataset,
+            "model.name": model,
+            "train.steps": steps,
+            "train.eval_every": eval_every,
+        },
+    )
+    record = run_bench(
+        [parse_entry(s) for s in strategy],
+        out=out,
+        target=target,
+        overrides=[*overrides, *(set_ or [])],
+        config_file=config,
+    )
+    console.print(markdown_table(record))
+    console.print(f"record: {out / 'bench.json'}  plot: {out / 'bench.png'}")
+
+
+@app.command()
+@guarded
+def keygen(
+    out: Annotated[Path, typer.Option(help="Where to write the run secret.")] = Path("ddla.key"),
+    force: Annotated[bool, typer.Option(help="Replace an existing secret file.")] = False,
+) -> None:
+    """Create a run secret (32 random bytes, file mode 0600) that every agent must hold."""
+    from ddla.security.secret import fingerprint, load_secret, write_secret
+
+    path = write_secret(out, overwrite=force)
+    console.print(f"wrote run secret {path} (fingerprint {fingerprint(load_secret(path))})")
+    console.print(f"use it: --set security.enabled=true --set security.secret_file={path}")
+
+
+audit_app = typer.Typer(help="Inspect a run's hash-chained audit logs.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+@guarded
+def audit_verify(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory (--out of ddla run).")],
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(help="Run secret: also check the MACs ($DDLA_SECRET[_FILE] work too)."),
+    ] = None,
+) -> None:
+    """Check that no audit line was edited, reordered or removed; name each that was."""
+    import os
+
+    from ddla.errors import SecurityError
+    from ddla.security.audit import verify
+    from ddla.security.secret import ENV_SECRET, ENV_SECRET_FILE, load_secret
+
+    has_env = os.environ.get(ENV_SECRET) or os.environ.get(ENV_SECRET_FILE)
+    secret = load_secret(secret_file) if secret_file or has_env else None
+    report = verify(run_dir, secret=secret)
+    for path, lines in report.files.items():
+        console.print(f"{path}: {lines} lines", highlight=False)
+    for problem in report.problems:
+        err_console.print(f"[bold red]{problem}[/]", highlight=False, soft_wrap=True)
+    if not report.ok:
+        raise SecurityError(
+            f"audit log of {run_dir} failed verification ({len(report.problems)} problem(s))",
+            help="each line named above was altered after it was written (or the log is missing)",
+        )
+    checked = "hashes and MACs" if report.macs_checked else "hashes (pass --secret-file for MACs)"
+    console.print(f"audit log intact: {checked} verified")
 
 
 def main() -> None:

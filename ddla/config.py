@@ -31,6 +31,7 @@ from ddla.data.config import DataConfig
 from ddla.errors import ConfigError
 from ddla.models.config import ModelConfig
 from ddla.optim import OptimConfig
+from ddla.security.config import SecurityConfig, check_run
 from ddla.sync.config import SyncConfig
 
 
@@ -73,12 +74,15 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sync: SyncConfig = field(default_factory=SyncConfig)
     comm: CommConfig = field(default_factory=CommConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
     def __post_init__(self) -> None:
         if self.agents < 1:
             raise ConfigError(
                 f"agents must be >= 1, got {self.agents}", help="pass --agents N with N >= 1"
             )
+        self.comm.check_agents(self.agents)  # a link override must name an existing agent
+        check_run(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

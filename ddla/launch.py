@@ -102,6 +102,8 @@ def launch(
         if rank == 0:
             (out / CONFIG).write_text(cfg.to_yaml())
         result = agent_main(cfg.to_dict(), job_factory, resume is not None, faults, progress)
+        if result:
+            write_run_report(out)
         return result or {}
     prepare_run_dir(out, fresh=resume is None)
     if resume is not None:
@@ -110,7 +112,23 @@ def launch(
         _preflight(cfg)
     (out / CONFIG).write_text(cfg.to_yaml())
     _run_local(cfg, out, job_factory, resume is not None, faults, progress)
-    return read_summary(out)
+    summary = read_summary(out)
+    write_run_report(out)
+    return summary
+
+
+def write_run_report(out: Path) -> Path | None:
+    """Plots and ``report.html`` of a finished run; a failure here warns, never loses the run."""
+    import sys
+
+    from ddla.report import write_report
+
+    try:
+        return write_report(out)
+    except Exception as exc:  # the run itself succeeded: keep its results, say what went wrong
+        log.warning("no report for %s: %s", out, exc)
+        print(f"warning: could not write the report of {out}: {exc}", file=sys.stderr)
+        return None
 
 
 def _run_local(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,13 @@ def prepare_run_dir(out: Path, *, fresh: bool) -> None:
             (out / name).unlink(missing_ok=True)
         for err in (out / "logs").glob("agent*.error.json"):
             err.unlink()
+        # A previous run's audit log is evidence: keep it aside, never append a new run to it.
+        if (out / "audit").is_dir():
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            n = 0
+            while (out / f"audit.{stamp}.{n}").exists():
+                n += 1
+            (out / "audit").rename(out / f"audit.{stamp}.{n}")
 
 
 def error_path(out: Path, rank: int) -> Path:

@@ -9,8 +9,24 @@ Example:
     (1000, 1000)
 """
 
+from ddla.comm.clock import CLOCKS, Clock, RealClock, VirtualClock
+from ddla.comm.linkmodel import op_seconds
+from ddla.comm.links import PROFILES, LinkProfile, LinkTable, parse_profile
 from ddla.comm.ring import ring_bytes
 from ddla.comm.stats import CommStats
 from ddla.comm.transport import Transport
 
-__all__ = ["CommStats", "Transport", "ring_bytes"]
+__all__ = [
+    "CLOCKS",
+    "PROFILES",
+    "Clock",
+    "CommStats",
+    "LinkProfile",
+    "LinkTable",
+    "RealClock",
+    "Transport",
+    "VirtualClock",
+    "op_seconds",
+    "parse_profile",
+    "ring_bytes",
+]

@@ -36,7 +36,10 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from ddla.comm.clock import Clock, RealClock, make_clock
+from ddla.comm.emulation import LinkEmulator
 from ddla.comm.failures import comm_failure
+from ddla.comm.links import LinkTable
 from ddla.comm.ring import ring_bytes
 from ddla.comm.stats import CommStats
 from ddla.errors import CommError, CommTimeoutError, ConfigError, DdlaError
@@ -117,6 +120,55 @@ class Transport:
         self._global_ranks = list(global_ranks)
         self._owns_group = False
         self._closed = False
+        #: The clock every op is timed on; ``real`` unless :meth:`emulate_links` says otherwise.
+        self.clock: Clock = RealClock()
+        self._links: LinkEmulator | None = None
+        self._table: LinkTable | None = None
+        self._link_tags: frozenset[str] = frozenset()
+
+    def emulate_links(
+        self,
+        link: str | LinkTable = "lan",
+        overrides: str = "",
+        *,
+        clock: str = "real",
+        tags: tuple[str, ...] = ("train",),
+    ) -> Transport:
+        """Make every op also cost its modelled time on emulated links (:mod:`ddla.comm.links`).
+
+        ``link`` is a profile name or ``RATE:DELAY`` spec (or a ready :class:`LinkTable`),
+        ``overrides`` puts agents behind other links (``"3=edge"``), ``clock`` is ``real``
+        (sleep) or ``virtual`` (count without sleeping). Call once, before training starts.
+        Only ops with a tag in ``tags`` pay link time: by default training traffic, not the
+        evaluation harness (``eval``) that a real deployment would not run every few steps.
+
+        Example:
+            >>> import torch
+            >>> t = Transport.single().emulate_links("wan-100", clock="virtual")
+            >>> t.clock.label, t.link_description
+            ('virtual', 'wan-100')
+        """
+        table = (
+            link
+            if isinstance(link, LinkTable)
+            else LinkTable.build(link, overrides, world_size=self.world_size)
+        )
+        if table.world_size != self.world_size:
+            raise ConfigError(
+                f"link table is for {table.world_size} agents, this run has {self.world_size}",
+                help="build the LinkTable with world_size=transport.world_size",
+            )
+        self.clock = make_clock(clock)
+        emulator = LinkEmulator(table, self.clock, rank=self.rank)
+        self._links = emulator if emulator.active else None
+        self._table = table
+        self._link_tags = frozenset(tags)
+        return self
+
+    @property
+    def link_description(self) -> str:
+        """The emulated links in one line (``lan`` when none), for logs and summaries."""
+        return self._table.describe() if self._table is not None else "lan"
 
     @classmethod
     def single(cls, *, timeout_s: float = 60.0) -> Transport:
@@ -211,16 +263,22 @@ class Transport:
         *,
         timeout_s: float,
         peer: int | None = None,
+        nbytes: int = 0,
+        root: int | None = None,
     ) -> T:
         """Run one op body, map its failure to a DdlaError, record bytes and wall seconds.
 
         This is the single place every op passes through, so link emulation can later delay
         each call by the ``sent``/``received`` bytes of its message pattern. Failed calls are
         not recorded: their bytes are unknown.
+
+        With emulated links, the op's modelled link time (``nbytes`` is the payload on this
+        agent, ``root`` a broadcast's source, ``peer`` a send/recv's other end) passes on
+        :attr:`clock` after the real op, and is part of the recorded seconds.
         """
         if self._closed:
             raise CommError(f"{op} called on a closed Transport", help="build a new Transport")
-        start = time.perf_counter()
+        start = self.clock.now()
         try:
             result = fn()
         except DdlaError:
@@ -228,9 +286,16 @@ class Transport:
         except RuntimeError as exc:  # includes torch.distributed.DistError subclasses
             where = f"rank {peer}" if peer is not None else self._group_name()
             raise comm_failure(exc, op=op, tag=tag, where=where, timeout_s=timeout_s) from exc
-        seconds = time.perf_counter() - start
         if isinstance(result, _Measured):
             result, sent, received = result.result, result.sent, result.received
+        if self._links is not None and tag in self._link_tags:
+            self._links.charge(
+                op,
+                nbytes,
+                src=root if op == "broadcast" else (peer if op == "recv" else None),
+                dst=peer if op == "send" else None,
+            )
+        seconds = self.clock.now() - start
         self.stats.record(op, tag, sent, received, seconds)
         return result
 
@@ -282,7 +347,29 @@ class Transport:
                 tensor.div_(self.world_size)
             return tensor
 
-        return self._run("all_reduce", tag, sent, received, body, timeout_s=limit)
+        return self._run(
+            "all_reduce", tag, sent, received, body, timeout_s=limit, nbytes=_nbytes(tensor)
+        )
+
+    @property
+    def intercepts_payloads(self) -> bool:
+        """Whether every training payload must pass through this Transport's own calls.
+
+        True when emulated links shape training traffic (:meth:`emulate_links`); wrappers that
+        transform payloads (secure aggregation) say True too. Strategies then must not bypass
+        it with PyTorch's built-in collectives (DDP's C++ all-reduce).
+        """
+        return self._links is not None and "train" in self._link_tags
+
+    def account(self, op: str, nbytes: int, *, tag: str = "train") -> None:
+        """Record a transfer that a PyTorch component made on this group outside the Transport.
+
+        DDP's built-in all-reduce runs in C++ inside backward; the strategy calls this once per
+        step with the gradient bytes so byte accounting still covers it (ring model, as if one
+        all-reduce of ``nbytes``).
+        """
+        sent, received = ring_bytes(op, nbytes, self.world_size, self.rank)
+        self._run(op, tag, sent, received, lambda: None, timeout_s=self.timeout_s)
 
     def all_reduce_async(self, tensor: torch.Tensor, *, tag: str = "train") -> torch.futures.Future:
         """Start a sum all-reduce of ``tensor`` in place; the future yields the tensor.
@@ -311,11 +398,18 @@ class Transport:
             done.set_result(tensor)
             return done
         limit = self.timeout_s
-        start = time.perf_counter()
+        start = self.clock.now()
+        links = self._links if tag in self._link_tags else None
         work = self._pg.allreduce(tensor, op=dist.ReduceOp.SUM, timeout=timedelta(seconds=limit))
 
+        def record(fut: torch.futures.Future) -> torch.Tensor:
+            # Runs before any waiter wakes, so stats are complete when the caller resumes.
+            self.stats.record("all_reduce", tag, 0, 0, self.clock.now() - start, calls=0)
+            return fut.value()
+
         def finish(fut: torch.futures.Future) -> torch.Tensor:
-            self.stats.record("all_reduce", tag, 0, 0, time.perf_counter() - start, calls=0)
+            if links is None:
+                self.stats.record("all_reduce", tag, 0, 0, self.clock.now() - start, calls=0)
             try:
                 value = fut.value()
             except RuntimeError as exc:
@@ -324,7 +418,11 @@ class Transport:
                 ) from exc
             return value[0] if isinstance(value, list) else value
 
-        return work.get_future().then(finish)
+        future = work.get_future().then(finish)
+        if links is None:
+            return future
+        # Completes once the modelled transfer is done (a timer on the real clock).
+        return links.wrap_future(future, "all_reduce", _nbytes(tensor)).then(record)
 
     def all_gather(
         self, tensor: torch.Tensor, *, tag: str = "train", timeout_s: float | None = None
@@ -341,7 +439,9 @@ class Transport:
             self._wait(work, limit)
             return out
 
-        return self._run("all_gather", tag, sent, received, body, timeout_s=limit)
+        return self._run(
+            "all_gather", tag, sent, received, body, timeout_s=limit, nbytes=_nbytes(tensor)
+        )
 
     def all_gather_object(
         self, obj: Any, *, tag: str = "eval", timeout_s: float | None = None
@@ -375,7 +475,7 @@ class Transport:
             received = sum(n for r, n in enumerate(lengths) if r != self.rank)
             return _Measured(objs, (self.world_size - 1) * len(payload), received)
 
-        return self._run("all_gather_object", tag, 0, 0, body, timeout_s=limit)
+        return self._run("all_gather_object", tag, 0, 0, body, timeout_s=limit, nbytes=len(payload))
 
     def broadcast(
         self, tensor: torch.Tensor, *, src: int, tag: str = "train", timeout_s: float | None = None
@@ -394,7 +494,16 @@ class Transport:
                 self._wait(work, limit)
             return tensor
 
-        return self._run("broadcast", tag, sent, received, body, timeout_s=limit)
+        return self._run(
+            "broadcast",
+            tag,
+            sent,
+            received,
+            body,
+            timeout_s=limit,
+            nbytes=_nbytes(tensor),
+            root=src,
+        )
 
     def barrier(self, *, timeout_s: float | None = None) -> None:
         """Wait until every agent reaches the barrier (recorded under tag ``control``)."""
@@ -420,7 +529,9 @@ class Transport:
             # Work.wait(timeout) on a gloo send/recv is gloo's own buffer wait: a real timeout.
             self._pg.send([tensor], dst, 0).wait(timedelta(seconds=limit))
 
-        self._run("send", tag, sent, received, body, timeout_s=limit, peer=dst)
+        self._run(
+            "send", tag, sent, received, body, timeout_s=limit, peer=dst, nbytes=_nbytes(tensor)
+        )
 
     def recv(
         self, tensor: torch.Tensor, *, src: int, tag: str = "train", timeout_s: float | None = None
@@ -434,7 +545,9 @@ class Transport:
             self._pg.recv([tensor], src, 0).wait(timedelta(seconds=limit))
             return tensor
 
-        return self._run("recv", tag, sent, received, body, timeout_s=limit, peer=src)
+        return self._run(
+            "recv", tag, sent, received, body, timeout_s=limit, peer=src, nbytes=_nbytes(tensor)
+        )
 
     # ---- lifetime --------------------------------------------------------------------------
 

@@ -26,6 +26,14 @@ class DataConfig:
     """How samples are split: ``iid``, ``dirichlet:ALPHA``, ``shards:K``, ``quantity:ALPHA``."""
     batch_size: int = 32
     """Samples per agent per step."""
+    share: str = "none"
+    """Data shared before training: ``none`` or ``shared:FRACTION`` (each agent gives that
+    fraction of its shard to a pool replicated to all; needs ``security.enabled``)."""
+    pull_every: int = 0
+    """Every N steps each agent pulls samples of the classes it lacks from its peers, as the
+    owners' ``security.policy`` allows (0 = never; needs ``security.enabled``)."""
+    pull_count: int = 32
+    """Samples an agent asks of each peer per pull round."""
     cache_dir: str | None = None
     """Where generated datasets are cached (default ``$DDLA_CACHE`` or ``~/.cache/ddla``)."""
 
@@ -39,6 +47,14 @@ class DataConfig:
                 help=f"choose one of: {', '.join(sorted(DATASETS))}, or npz:PATH",
             )
         parse_partition(self.partition)
+        from ddla.data.sharing import parse_share
+
+        parse_share(self.share)
+        if self.pull_every < 0 or self.pull_count < 1:
+            raise ConfigError(
+                f"data.pull_every must be >= 0 and data.pull_count >= 1, got "
+                f"{self.pull_every} and {self.pull_count}"
+            )
         if self.batch_size < 1:
             raise ConfigError(f"data.batch_size must be >= 1, got {self.batch_size}")
         if self.size is not None and self.size < 10:

@@ -1,0 +1,106 @@
+"""Link emulation: make every Transport op cost what it would on the configured links.
+
+The Transport runs each op for real over loopback (so bytes, results and failures are real),
+then :class:`LinkEmulator` charges the modelled link time of that op
+(:func:`~ddla.comm.linkmodel.op_seconds`) on the run's clock. The link time is added after the
+real op completes because a transfer on a real link can only start once every peer has arrived;
+the real op's own time is then mostly waiting for stragglers, which a real link pays too.
+
+Asynchronous ops (``all_reduce_async``) get a future that completes only when the modelled
+transfer has finished: on the ``real`` clock a timer thread completes it after sleeping, so
+computation really overlaps communication; on the ``virtual`` clock the time is charged when
+the real op completes, as if the caller waited for it at once (a conservative model: virtual
+runs do not credit overlap — use the ``real`` clock to measure it). Transfers share the link:
+a transfer starts when the previous one has left it.
+
+Example:
+    >>> from ddla.comm.clock import VirtualClock
+    >>> from ddla.comm.links import LinkTable
+    >>> emu = LinkEmulator(LinkTable.build("wan-100", None, world_size=4), VirtualClock(), rank=0)
+    >>> round(emu.charge("all_reduce", 4_000_000), 6)
+    0.63
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from ddla.comm.clock import Clock, VirtualClock
+from ddla.comm.linkmodel import op_seconds
+from ddla.comm.links import LinkTable
+
+
+class LinkEmulator:
+    """Charges modelled link time for one agent (``rank``) on ``clock``."""
+
+    def __init__(self, table: LinkTable, clock: Clock, *, rank: int) -> None:
+        self.table = table
+        self.clock = clock
+        self.rank = rank
+        self._lock = threading.Lock()
+        self._link_free_at = float("-inf")  # clock time the last queued transfer leaves the link
+
+    @property
+    def active(self) -> bool:
+        """False when the links cost nothing (``lan``, or one agent): ops run untouched."""
+        return self.table.shaped and self.table.world_size > 1
+
+    def cost(
+        self, op: str, nbytes: float, *, src: int | None = None, dst: int | None = None
+    ) -> float:
+        """Modelled seconds of ``op`` for this agent (no time passes)."""
+        return op_seconds(op, nbytes, table=self.table, rank=self.rank, src=src, dst=dst)
+
+    def _reserve(self, seconds: float) -> float:
+        """Queue a transfer of ``seconds`` on the link; return the delay until it has left."""
+        with self._lock:
+            now = self.clock.now()
+            queued = max(0.0, self._link_free_at - now)
+            self._link_free_at = now + queued + seconds
+        return queued + seconds
+
+    def charge(
+        self, op: str, nbytes: float, *, src: int | None = None, dst: int | None = None
+    ) -> float:
+        """After a blocking op: let its modelled time pass on the clock; return the seconds."""
+        seconds = self.cost(op, nbytes, src=src, dst=dst)
+        if seconds > 0:
+            self.clock.advance(self._reserve(seconds))
+        return seconds
+
+    def wrap_future(
+        self,
+        future: torch.futures.Future[Any],
+        op: str,
+        nbytes: float,
+        *,
+        src: int | None = None,
+        dst: int | None = None,
+    ) -> torch.futures.Future[Any]:
+        """A future that completes with ``future``'s value once the modelled transfer is done."""
+        seconds = self.cost(op, nbytes, src=src, dst=dst)
+        if seconds <= 0:
+            return future
+        out: torch.futures.Future[Any] = torch.futures.Future()
+
+        def settle(done: torch.futures.Future[Any]) -> None:
+            try:
+                value = done.value()
+            except Exception as exc:  # the real op failed: fail the emulated one at once
+                out.set_exception(exc)
+                return
+            delay = self._reserve(seconds)
+            if isinstance(self.clock, VirtualClock):
+                self.clock.advance(delay)
+                out.set_result(value)
+                return
+            self.clock.record(delay)  # the timer does the waiting, off the caller's thread
+            timer = threading.Timer(delay, out.set_result, args=(value,))
+            timer.daemon = True
+            timer.start()
+
+        future.add_done_callback(settle)
+        return out

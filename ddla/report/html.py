@@ -1,0 +1,121 @@
+"""One self-contained HTML page for a run: numbers in tables, plots embedded as base64 PNG.
+
+The page loads nothing from outside (no scripts, fonts or links), so it opens offline, can be
+mailed as one file and renders in any browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any
+
+from ddla.report.plots import label_of, time_rows
+from ddla.report.rundir import RunData
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { margin-bottom: 0.1em; } .sub { color: #666; margin-top: 0; }
+table { border-collapse: collapse; margin: 0.6em 0 1.4em; }
+th, td { border: 1px solid #ddd; padding: 0.3em 0.7em; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.4em 0; }
+pre { background: #f6f8fa; padding: 1em; overflow-x: auto; }
+"""
+
+# Marks the page once loaded with how many plots decoded, so a headless browser test can tell
+# that the embedded images really render (the only script; it fetches nothing).
+_SCRIPT = """
+window.addEventListener("load", () => {
+  const ok = [...document.images].filter((i) => i.complete && i.naturalWidth > 0);
+  document.body.dataset.imagesRendered = String(ok.length);
+});
+"""
+
+#: (png file, caption) in page order.
+FIGURES = (
+    ("by_step.png", "Loss and accuracy vs step"),
+    ("by_wall.png", "Loss and accuracy vs wall time"),
+    ("by_bytes.png", "Loss and accuracy vs bytes sent"),
+    ("time_split.png", "Per-agent time: compute, communication, waiting"),
+)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return html.escape(str(value))
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.1f}"
+    return html.escape(str(value))
+
+
+def _table(rows: list[tuple[str, Any]], key_prefix: str) -> str:
+    body = "".join(
+        f'<tr><th>{html.escape(k)}</th><td class="num" data-key="{key_prefix}.{html.escape(k)}">'
+        f"{_fmt(v)}</td></tr>"
+        for k, v in rows
+    )
+    return f"<table>{body}</table>"
+
+
+def render(run: RunData, pngs: dict[str, bytes]) -> str:
+    """The report page of ``run`` with ``pngs`` (from :func:`~ddla.report.plots.draw_all`)."""
+    s = run.summary
+    comm, times = s.get("comm") or {}, s.get("time") or {}
+    facts = [
+        (k, s.get(k))
+        for k in ("strategy", "agents", "dataset", "model", "partition", "seed", "steps")
+        if k in s
+    ]
+    facts += [("link", run.link), ("clock", run.clock)]
+    final = [(k, v) for k, v in (s.get("final") or {}).items()]
+    totals = [
+        ("bytes_sent", comm.get("bytes_sent")),
+        ("bytes_received", comm.get("bytes_received")),
+        (f"wall_s ({run.clock} clock)", times.get("wall_s")),
+        ("compute_s", times.get("compute_s")),
+        ("comm_s", times.get("comm_s")),
+    ]
+    wall = times.get("wall_s") or 0
+    if wall and times.get("compute_s") is not None:
+        totals.append(("compute utilization", times["compute_s"] / wall))
+    agent_rows = "".join(
+        f"<tr><td>{r['rank']}</td>"
+        + "".join(
+            f'<td class="num">{_fmt(r[k])}</td>'
+            for k in ("wall_s", "compute_s", "comm_s", "wait_s")
+        )
+        + "</tr>"
+        for r in time_rows(run)
+    )
+    figures = "".join(
+        f'<figure><img alt="{html.escape(caption)}" id="{name.removesuffix(".png")}" '
+        f'src="data:image/png;base64,{base64.b64encode(pngs[name]).decode()}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        for name, caption in FIGURES
+        if name in pngs
+    )
+    config = (
+        f"<h2>Configuration</h2><pre>{html.escape(run.config_text)}</pre>"
+        if run.config_text
+        else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>ddla report — {html.escape(run.path.name)}</title>
+<style>{_CSS}</style></head><body>
+<h1>ddla run report</h1>
+<p class="sub">{html.escape(str(run.path))} — {html.escape(label_of(run))}</p>
+<h2>Run</h2>{_table(facts, "run")}
+<h2>Final metrics (global model)</h2>{_table(final, "final")}
+<h2>Communication and time</h2>{_table(totals, "total")}
+<h2>Per agent</h2>
+<table><tr><th>agent</th><th>wall_s</th><th>compute_s</th><th>comm_s</th><th>waiting_s</th></tr>
+{agent_rows}</table>
+<h2>Plots</h2>{figures}
+{config}
+<script>{_SCRIPT}</script>
+</body></html>
+"""
