@@ -8,9 +8,9 @@ Two paths, chosen by what must see the gradients:
 - **Fast path** (no compression, and a Transport that need not see payloads: no link
   emulation, no secure aggregation): DDP's built-in C++ all-reduce, and the
   Transport *accounts* one all-reduce of the gradient bytes per step (same ring model). Any
-  Python communication hook costs a GIL hand-off per bucket from gloo's thread; measured with
-  4 agents on this 2-core machine, DDP's own Python ``allreduce_hook`` and ours were both
-  ~33% slower per step than the built-in path (44.2 / 45.0 ms vs 33.2 ms; equal at 2 agents).
+  Python communication hook costs a GIL hand-off per bucket from gloo's thread
+  (``benchmarks/ddp_hook_cost.py``, 4 agents on 2 cores: +5% per step, ~+33% under heavy
+  load; nothing measurable at 2 agents).
   Here the Transport measures no in-flight time: the all-reduce overlaps backward inside DDP.
 - **Hook path**: a communication hook routes every bucket through the Transport
   (``all_reduce_async``), so link emulation delays it, secure aggregation masks it, and its

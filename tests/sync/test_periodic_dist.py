@@ -104,10 +104,17 @@ def _resume(transport: Transport) -> tuple[list[torch.Tensor], list[torch.Tensor
             torch.nn.functional.cross_entropy(model(x), y).backward()
             opt.step()
 
-    def fresh():
+    def fresh(saved=None):
+        # As the agent does on resume: model and inner optimizer state first, then the strategy.
         model = _model()
         opt = torch.optim.AdamW(model.parameters(), lr=0.01)
-        return model, opt, build_strategy(sync, transport=transport, model=model, optimizer=opt)
+        if saved is not None:
+            model.load_state_dict(saved[0])
+            opt.load_state_dict(saved[1])
+        strategy = build_strategy(sync, transport=transport, model=model, optimizer=opt)
+        if saved is not None:
+            strategy.load_state_dict(saved[2])
+        return model, opt, strategy
 
     m1, o1, s1 = fresh()
     run(m1, o1, s1, 1, 9)
@@ -115,10 +122,7 @@ def _resume(transport: Transport) -> tuple[list[torch.Tensor], list[torch.Tensor
     run(m2, o2, s2, 1, 5)
     saved = copy.deepcopy((m2.state_dict(), o2.state_dict(), s2.state_dict()))
     s2.close()
-    m3, o3, s3 = fresh()
-    m3.load_state_dict(saved[0])
-    o3.load_state_dict(saved[1])
-    s3.load_state_dict(saved[2])
+    m3, o3, s3 = fresh(saved)
     run(m3, o3, s3, 5, 9)
     return _params(m1), _params(m3)
 
