@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from ddla.comm.clock import Clock, RealClock, make_clock
+from ddla.comm.config import BACKENDS
 from ddla.comm.emulation import LinkEmulator
 from ddla.comm.failures import comm_failure
 from ddla.comm.links import LinkTable
@@ -46,7 +47,6 @@ from ddla.errors import CommError, CommTimeoutError, ConfigError, DdlaError
 
 T = TypeVar("T")
 REDUCE_OPS = ("sum", "avg", "max", "min")
-BACKENDS = ("auto", "gloo", "nccl")
 _ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Extra time Work.wait() allows over a collective's own timeout, so that the backend's
 # (more precise) timeout error wins and Work.wait only guards backends that ignore it.
