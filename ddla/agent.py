@@ -13,11 +13,9 @@ strategy's post-hook synchronizes, through the Transport) -> meters -> sinks.
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,9 +34,11 @@ from ddla.data import AgentBatches, partition
 from ddla.data.sharing import parse_share
 from ddla.errors import DdlaError
 from ddla.job import Job, job_from_config
-from ddla.metrics import ConsoleProgress, JsonlSink, evaluate
+from ddla.metrics import ConsoleProgress, JsonlSink
+from ddla.metrics.evaluator import Evaluator, build_summary
 from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
-from ddla.models import averaged_copy, save_model
+from ddla.metrics.timer import AgentTimer
+from ddla.models import save_model
 from ddla.optim import build_optimizer
 from ddla.runfiles import METRICS, SUMMARY, atomic_write_json, trim_metrics, write_agent_error
 from ddla.security.runtime import secure_join
@@ -56,160 +56,6 @@ def _setup_logging(out: Path, rank: int) -> None:
     root = logging.getLogger("ddla")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
-
-
-class _Timer:
-    """Accumulates this agent's compute and communication seconds (restored on resume)."""
-
-    def __init__(self, transport: Transport, state: dict[str, float] | None = None) -> None:
-        self.transport = transport
-        self.compute_s = 0.0
-        self.train_s = 0.0  # seconds inside training steps (forward, backward, sync, update)
-        # CPU seconds of this process inside training steps: unlike wall time, not inflated
-        # when a shared machine deschedules the agent (benchmarks compare overhead with it).
-        self.train_cpu_s = 0.0
-        self.wall_offset = 0.0
-        if state:
-            self.compute_s, self.wall_offset = state["compute_s"], state["wall_s"]
-            self.train_s, self.train_cpu_s = state["train_s"], state["train_cpu_s"]
-        self._step_start = (0.0, 0.0, 0.0)
-        # The Transport's clock: real time, or real + modelled link time (virtual clock).
-        self.start = transport.clock.now()
-
-    def comm_s(self) -> float:
-        return float(self.transport.stats.totals("train")["seconds"])
-
-    def wall_s(self) -> float:
-        return self.wall_offset + self.transport.clock.now() - self.start
-
-    def begin_step(self) -> None:
-        self._step_start = (self.transport.clock.now(), self.comm_s(), time.process_time())
-
-    def end_step(self) -> None:
-        t0, c0, p0 = self._step_start
-        step_seconds = self.transport.clock.now() - t0
-        # DDP overlaps communication with backward; comm seconds are time in flight, so the
-        # compute share is what is left of the step (never negative).
-        self.compute_s += max(step_seconds - (self.comm_s() - c0), 0.0)
-        self.train_s += step_seconds
-        self.train_cpu_s += time.process_time() - p0
-
-    def state_dict(self) -> dict[str, float]:
-        return {
-            "compute_s": self.compute_s,
-            "train_s": self.train_s,
-            "train_cpu_s": self.train_cpu_s,
-            "wall_s": self.wall_s(),
-        }
-
-
-def _agent_row(
-    step: int, rank: int, metrics: dict[str, float], transport: Transport, timer: _Timer
-) -> dict[str, Any]:
-    totals = transport.stats.totals("train")
-    return {
-        "step": step,
-        "agent": rank,
-        **metrics,
-        "bytes_sent": int(totals["bytes_sent"]),
-        "bytes_received": int(totals["bytes_received"]),
-        "wall_s": round(timer.wall_s(), 4),
-        "compute_s": round(timer.compute_s, 4),
-        "comm_s": round(timer.comm_s(), 4),
-        "train_s": round(timer.train_s, 4),
-        "train_cpu_s": round(timer.train_cpu_s, 4),
-    }
-
-
-class _Evaluator:
-    """Per-agent and global (merged-model) evaluation; rank 0 writes the JSONL lines."""
-
-    def __init__(
-        self, job: Job, config: RunConfig, transport: Transport, sink: JsonlSink | TeeSink | None
-    ) -> None:
-        self.job, self.config, self.transport, self.sink = job, config, transport, sink
-        self.global_model = copy.deepcopy(job.model)
-        self.merged_state: dict[str, torch.Tensor] = {}
-        self.last: dict[str, Any] = {}
-
-    def __call__(self, step: int, model: torch.nn.Module, timer: _Timer) -> dict[str, Any]:
-        x, y = self.job.test
-        nc = self.job.num_classes
-        local = evaluate(model, x, y, num_classes=nc) if self.config.train.eval_agents else {}
-        row = _agent_row(step, self.transport.rank, local, self.transport, timer)
-        rows = self.transport.all_gather_object(row, tag="eval")
-        self.merged_state = averaged_copy(model, self.transport, tag="eval")
-        if self.transport.rank != 0:
-            return {}
-        self.global_model.load_state_dict(self.merged_state)
-        merged = evaluate(self.global_model, x, y, num_classes=nc)
-        global_row = {
-            "step": step,
-            "agent": "global",
-            **merged,
-            "bytes_sent": sum(r["bytes_sent"] for r in rows),
-            "bytes_received": sum(r["bytes_received"] for r in rows),
-            "wall_s": row["wall_s"],
-            "compute_s": max(r["compute_s"] for r in rows),
-            "comm_s": max(r["comm_s"] for r in rows),
-            "train_s": max(r["train_s"] for r in rows),
-        }
-        if self.sink is not None:
-            if self.config.train.eval_agents:
-                for r in rows:
-                    self.sink.write(r)
-            self.sink.write(global_row)
-        self.last = {"global": global_row, "agents": rows}
-        log.info("step %d global accuracy %.4f loss %.4f", step, merged["accuracy"], merged["loss"])
-        return global_row
-
-
-def _summary(
-    config: RunConfig, job: Job, evaluator: _Evaluator, timer: _Timer, steps: int, out: Path
-) -> dict[str, Any]:
-    g, rows = evaluator.last["global"], evaluator.last["agents"]
-    return {
-        "strategy": config.sync.strategy,
-        "agents": evaluator.transport.world_size,
-        "dataset": job.name,
-        "model": config.model.name if job.model_config is not None else "custom",
-        "partition": config.data.partition,
-        "seed": config.train.seed,
-        "steps": steps,
-        "final": {k: g[k] for k in ("accuracy", "precision", "recall", "f1", "loss")},
-        "comm": {
-            "bytes_sent": sum(r["bytes_sent"] for r in rows),
-            "bytes_received": sum(r["bytes_received"] for r in rows),
-            "per_agent": [
-                {"rank": r["agent"]}
-                | {
-                    k: r[k]
-                    for k in (
-                        "bytes_sent",
-                        "bytes_received",
-                        "compute_s",
-                        "comm_s",
-                        "train_s",
-                        "train_cpu_s",
-                    )
-                }
-                for r in rows
-            ],
-        },
-        "time": {
-            "wall_s": g["wall_s"],
-            "compute_s": g["compute_s"],
-            "comm_s": g["comm_s"],
-            "train_s": max(r["train_s"] for r in rows),
-        },
-        "model_path": str(out / "model.safetensors"),
-        "config": config.to_dict(),
-        "link": {
-            "profile": evaluator.transport.link_description,
-            "clock": evaluator.transport.clock.label,
-            "modelled_s": evaluator.transport.clock.modelled_s,
-        },
-    }
 
 
 def train(
@@ -271,7 +117,7 @@ def train(
         torch.set_rng_state(state["rng"])
         start = int(state["step"])
         log.info("resumed at step %d", start)
-    timer = _Timer(transport, state["timer"] if state else None)
+    timer = AgentTimer(transport, state["timer"] if state else None)
     if puller is not None and start:  # resumed: redo earlier pulls so the data is the same
         puller.replay(start, tc.steps)
         x_train, y_train = puller.x, puller.y
@@ -286,7 +132,7 @@ def train(
         sink = JsonlSink(out / METRICS, append=resume)
         if config.tensorboard:
             sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
-    evaluator = _Evaluator(job, config, transport, sink)
+    evaluator = Evaluator(job, config, transport, sink)
     train_model = strategy.train_model
     train_model.train()
     bar = ConsoleProgress(
@@ -344,14 +190,14 @@ def train(
         dataset=job.name,
         extra={"strategy": config.sync.strategy, "agents": world},
     )
-    summary = _summary(config, job, evaluator, timer, tc.steps, out)
+    summary = build_summary(config, job, evaluator, tc.steps, out)
     summary["model_path"] = str(model_path)
     atomic_write_json(out / SUMMARY, summary)
     return summary
 
 
 def _save_checkpoint(
-    out: Path, step: int, model, optimizer, strategy, transport: Transport, timer: _Timer
+    out: Path, step: int, model, optimizer, strategy, transport: Transport, timer: AgentTimer
 ) -> None:
     state = {
         "step": step,

@@ -1,0 +1,139 @@
+"""Evaluation during a run: each agent's model and the merged global model, and the summary.
+
+Every agent evaluates its own model on the test set and the rows are gathered on rank 0, which
+also evaluates the average of all agents' parameters (the global model) and writes one JSONL
+line per agent plus one ``"global"`` line. Evaluation traffic is tagged ``eval`` so it never
+counts as a strategy's cost.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ddla.metrics.meters import evaluate
+from ddla.models import averaged_copy
+
+if TYPE_CHECKING:
+    from ddla.comm import Transport
+    from ddla.config import RunConfig
+    from ddla.job import Job
+    from ddla.metrics.sinks import JsonlSink
+    from ddla.metrics.tensorboard import TeeSink
+    from ddla.metrics.timer import AgentTimer
+
+log = logging.getLogger("ddla.agent")
+
+
+def agent_row(
+    step: int, rank: int, metrics: dict[str, float], transport: Transport, timer: AgentTimer
+) -> dict[str, Any]:
+    totals = transport.stats.totals("train")
+    return {
+        "step": step,
+        "agent": rank,
+        **metrics,
+        "bytes_sent": int(totals["bytes_sent"]),
+        "bytes_received": int(totals["bytes_received"]),
+        "wall_s": round(timer.wall_s(), 4),
+        "compute_s": round(timer.compute_s, 4),
+        "comm_s": round(timer.comm_s(), 4),
+        "train_s": round(timer.train_s, 4),
+        "train_cpu_s": round(timer.train_cpu_s, 4),
+    }
+
+
+class Evaluator:
+    """Per-agent and global (merged-model) evaluation; rank 0 writes the JSONL lines."""
+
+    def __init__(
+        self, job: Job, config: RunConfig, transport: Transport, sink: JsonlSink | TeeSink | None
+    ) -> None:
+        self.job, self.config, self.transport, self.sink = job, config, transport, sink
+        self.global_model = copy.deepcopy(job.model)
+        self.merged_state: dict[str, torch.Tensor] = {}
+        self.last: dict[str, Any] = {}
+
+    def __call__(self, step: int, model: torch.nn.Module, timer: AgentTimer) -> dict[str, Any]:
+        x, y = self.job.test
+        nc = self.job.num_classes
+        local = evaluate(model, x, y, num_classes=nc) if self.config.train.eval_agents else {}
+        row = agent_row(step, self.transport.rank, local, self.transport, timer)
+        rows = self.transport.all_gather_object(row, tag="eval")
+        self.merged_state = averaged_copy(model, self.transport, tag="eval")
+        if self.transport.rank != 0:
+            return {}
+        self.global_model.load_state_dict(self.merged_state)
+        merged = evaluate(self.global_model, x, y, num_classes=nc)
+        global_row = {
+            "step": step,
+            "agent": "global",
+            **merged,
+            "bytes_sent": sum(r["bytes_sent"] for r in rows),
+            "bytes_received": sum(r["bytes_received"] for r in rows),
+            "wall_s": row["wall_s"],
+            "compute_s": max(r["compute_s"] for r in rows),
+            "comm_s": max(r["comm_s"] for r in rows),
+            "train_s": max(r["train_s"] for r in rows),
+        }
+        if self.sink is not None:
+            if self.config.train.eval_agents:
+                for r in rows:
+                    self.sink.write(r)
+            self.sink.write(global_row)
+        self.last = {"global": global_row, "agents": rows}
+        log.info("step %d global accuracy %.4f loss %.4f", step, merged["accuracy"], merged["loss"])
+        return global_row
+
+
+def build_summary(
+    config: RunConfig, job: Job, evaluator: Evaluator, steps: int, out: Path
+) -> dict[str, Any]:
+    """summary.json from the last evaluation (a contract: extend it, never rename keys)."""
+    g, rows = evaluator.last["global"], evaluator.last["agents"]
+    return {
+        "strategy": config.sync.strategy,
+        "agents": evaluator.transport.world_size,
+        "dataset": job.name,
+        "model": config.model.name if job.model_config is not None else "custom",
+        "partition": config.data.partition,
+        "seed": config.train.seed,
+        "steps": steps,
+        "final": {k: g[k] for k in ("accuracy", "precision", "recall", "f1", "loss")},
+        "comm": {
+            "bytes_sent": sum(r["bytes_sent"] for r in rows),
+            "bytes_received": sum(r["bytes_received"] for r in rows),
+            "per_agent": [
+                {"rank": r["agent"]}
+                | {
+                    k: r[k]
+                    for k in (
+                        "bytes_sent",
+                        "bytes_received",
+                        "compute_s",
+                        "comm_s",
+                        "train_s",
+                        "train_cpu_s",
+                    )
+                }
+                for r in rows
+            ],
+        },
+        "time": {
+            "wall_s": g["wall_s"],
+            "compute_s": g["compute_s"],
+            "comm_s": g["comm_s"],
+            "train_s": max(r["train_s"] for r in rows),
+        },
+        "model_path": str(out / "model.safetensors"),
+        "config": config.to_dict(),
+        "link": {
+            "profile": evaluator.transport.link_description,
+            "clock": evaluator.transport.clock.label,
+            "modelled_s": evaluator.transport.clock.modelled_s,
+        },
+    }
