@@ -25,7 +25,6 @@ Example (one agent; with more, start agents under ``torchrun`` or ``ddla.testing
 
 from __future__ import annotations
 
-import os
 import pickle
 import time
 from collections.abc import Callable
@@ -37,17 +36,16 @@ import torch
 import torch.distributed as dist
 
 from ddla.comm.clock import Clock, RealClock, make_clock
-from ddla.comm.config import BACKENDS
 from ddla.comm.emulation import LinkEmulator
 from ddla.comm.failures import comm_failure
+from ddla.comm.join import join_env_group
 from ddla.comm.links import LinkTable
 from ddla.comm.ring import ring_bytes
 from ddla.comm.stats import CommStats
-from ddla.errors import CommError, CommTimeoutError, ConfigError, DdlaError
+from ddla.errors import CommError, ConfigError, DdlaError
 
 T = TypeVar("T")
 REDUCE_OPS = ("sum", "avg", "max", "min")
-_ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Extra time Work.wait() allows over a collective's own timeout, so that the backend's
 # (more precise) timeout error wins and Work.wait only guards backends that ignore it.
 _WAIT_GRACE_S = 1.0
@@ -192,46 +190,8 @@ class Transport:
         ``backend="auto"`` picks NCCL when CUDA is available, else gloo. The group's own
         timeout (rendezvous, store) is ``timeout_s`` too. :meth:`close` destroys the group.
         """
-        if backend not in BACKENDS:
-            raise ConfigError(
-                f"unknown communication backend {backend!r}",
-                help=f"choose one of: {', '.join(BACKENDS)}",
-            )
-        missing = [name for name in _ENV_VARS if name not in os.environ]
-        if missing:
-            raise ConfigError(
-                f"cannot join the run: environment variables {', '.join(missing)} are not set",
-                help="start agents with `ddla run` or torchrun, which set them",
-            )
-        if dist.is_initialized():
-            raise CommError(
-                "torch.distributed is already initialized in this process",
-                help="wrap the existing group with Transport(group=...) instead",
-            )
         timeout_s = _check_timeout(timeout_s)
-        if backend == "auto":
-            backend = "nccl" if torch.cuda.is_available() else "gloo"
-        limit = timedelta(seconds=timeout_s)
-        where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
-        try:
-            store, rank, world_size = next(dist.rendezvous("env://", timeout=limit))
-            store.set_timeout(limit)
-            if backend == "nccl":
-                torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            # Same prefix init_process_group itself uses, so other tools sharing the store agree.
-            dist.init_process_group(
-                backend,
-                store=dist.PrefixStore("default_pg", store),
-                rank=rank,
-                world_size=world_size,
-                timeout=limit,
-            )
-        except RuntimeError as exc:
-            raise CommTimeoutError(
-                f"could not join the run at {where} within {timeout_s:g} s: {exc}",
-                help="check that every agent started and that MASTER_ADDR/MASTER_PORT are "
-                "reachable from this machine",
-            ) from exc
+        store = join_env_group(backend, timeout_s)
         transport = cls(timeout_s=timeout_s, store=dist.PrefixStore("ddla/", store))
         transport._owns_group = True
         return transport

@@ -1,0 +1,68 @@
+"""Join the run an elastic launcher or torchrun describes (env://) and create its process group.
+
+Example (what :meth:`ddla.comm.Transport.from_env` does first)::
+
+    store = join_env_group("auto", 60.0)   # RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ddla.comm.config import BACKENDS
+from ddla.errors import CommError, CommTimeoutError, ConfigError
+
+_ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def join_env_group(backend: str, timeout_s: float) -> Any:
+    """Rendezvous through env://, init the default process group, return the c10d Store.
+
+    ``backend="auto"`` picks NCCL when CUDA is available, else gloo; ``timeout_s`` bounds the
+    rendezvous and is the group's own timeout.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"unknown communication backend {backend!r}",
+            help=f"choose one of: {', '.join(BACKENDS)}",
+        )
+    missing = [name for name in _ENV_VARS if name not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"cannot join the run: environment variables {', '.join(missing)} are not set",
+            help="start agents with `ddla run` or torchrun, which set them",
+        )
+    if dist.is_initialized():
+        raise CommError(
+            "torch.distributed is already initialized in this process",
+            help="wrap the existing group with Transport(group=...) instead",
+        )
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    limit = timedelta(seconds=timeout_s)
+    where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    try:
+        store, rank, world_size = next(dist.rendezvous("env://", timeout=limit))
+        store.set_timeout(limit)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        # Same prefix init_process_group itself uses, so other tools sharing the store agree.
+        dist.init_process_group(
+            backend,
+            store=dist.PrefixStore("default_pg", store),
+            rank=rank,
+            world_size=world_size,
+            timeout=limit,
+        )
+    except RuntimeError as exc:
+        raise CommTimeoutError(
+            f"could not join the run at {where} within {timeout_s:g} s: {exc}",
+            help="check that every agent started and that MASTER_ADDR/MASTER_PORT are "
+            "reachable from this machine",
+        ) from exc
+    return store
