@@ -223,21 +223,14 @@ def _agent_main(
     import torch.distributed as dist
 
     from ddla.comm import Transport
+    from ddla.comm.join import init_group
 
     try:
         limit = timedelta(seconds=timeout_s)
         store = dist.TCPStore("127.0.0.1", port, None, False, limit)
-        dist.init_process_group(
-            backend,
-            store=dist.PrefixStore("default_pg", store),
-            rank=rank,
-            world_size=world_size,
-            timeout=limit,
-        )
+        ddla_store = init_group(backend, store, rank=rank, world_size=world_size, timeout=limit)
         try:
-            transport = Transport(
-                timeout_s=min(60.0, timeout_s), store=dist.PrefixStore("ddla/", store)
-            )
+            transport = Transport(timeout_s=min(60.0, timeout_s), store=ddla_store)
             value = fn(transport, *args, **kwargs)
             transport.close()
         finally:

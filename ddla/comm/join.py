@@ -20,8 +20,24 @@ from ddla.errors import CommError, CommTimeoutError, ConfigError
 _ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
+def init_group(backend: str, store: Any, *, rank: int, world_size: int, timeout: timedelta) -> Any:
+    """Init the default process group on ``store``; return the Store ddla's control plane uses.
+
+    The group uses the prefix ``init_process_group`` itself would (so other tools sharing the
+    store agree); ddla's own keys live under ``ddla/``.
+    """
+    dist.init_process_group(
+        backend,
+        store=dist.PrefixStore("default_pg", store),
+        rank=rank,
+        world_size=world_size,
+        timeout=timeout,
+    )
+    return dist.PrefixStore("ddla/", store)
+
+
 def join_env_group(backend: str, timeout_s: float) -> Any:
-    """Rendezvous through env://, init the default process group, return the c10d Store.
+    """Rendezvous through env://, init the default process group, return ddla's Store.
 
     ``backend="auto"`` picks NCCL when CUDA is available, else gloo; ``timeout_s`` bounds the
     rendezvous and is the group's own timeout.
@@ -51,18 +67,11 @@ def join_env_group(backend: str, timeout_s: float) -> Any:
         store.set_timeout(limit)
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        # Same prefix init_process_group itself uses, so other tools sharing the store agree.
-        dist.init_process_group(
-            backend,
-            store=dist.PrefixStore("default_pg", store),
-            rank=rank,
-            world_size=world_size,
-            timeout=limit,
-        )
+        ddla_store = init_group(backend, store, rank=rank, world_size=world_size, timeout=limit)
     except RuntimeError as exc:
         raise CommTimeoutError(
             f"could not join the run at {where} within {timeout_s:g} s: {exc}",
             help="check that every agent started and that MASTER_ADDR/MASTER_PORT are "
             "reachable from this machine",
         ) from exc
-    return store
+    return ddla_store

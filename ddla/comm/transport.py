@@ -192,7 +192,7 @@ class Transport:
         """
         timeout_s = _check_timeout(timeout_s)
         store = join_env_group(backend, timeout_s)
-        transport = cls(timeout_s=timeout_s, store=dist.PrefixStore("ddla/", store))
+        transport = cls(timeout_s=timeout_s, store=store)
         transport._owns_group = True
         return transport
 
