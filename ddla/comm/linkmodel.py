@@ -9,6 +9,9 @@ ring):
   "Bandwidth optimal all-reduce algorithms for clusters of workstations").
 - ``reduce_scatter``: the first half, N−1 steps of B/N bytes.
 - ``all_gather`` of B bytes per agent: N−1 ring steps of B bytes.
+- ``all_to_all`` of B bytes (N chunks of B/N, chunk j to agent j): the pairwise exchange, N−1
+  rounds; in round k every agent i sends its chunk to agent i+k, and the slowest edge of the
+  round decides.
 - ``all_gather_object``: what ``torch.distributed.all_gather_object`` does, an all-gather of the
   8-byte sizes then an all-gather of the pickled payload.
 - ``broadcast`` of B bytes: the root sends B to each other agent over its own link, one after
@@ -35,6 +38,7 @@ OPS = (
     "all_reduce",
     "reduce_scatter",
     "all_gather",
+    "all_to_all",
     "all_gather_object",
     "broadcast",
     "send",
@@ -80,6 +84,11 @@ def op_seconds(
         return (n - 1) * ring_step_s(table, nbytes / n)
     if op == "all_gather":
         return (n - 1) * ring_step_s(table, nbytes)
+    if op == "all_to_all":
+        return sum(
+            max(table.edge(i, (i + k) % n).transfer_s(nbytes / n) for i in range(n))
+            for k in range(1, n)
+        )
     if op == "all_gather_object":
         return (n - 1) * (ring_step_s(table, _OBJECT_SIZE_BYTES) + ring_step_s(table, nbytes))
     if op == "barrier":

@@ -10,6 +10,7 @@ op            bytes sent by this agent        bytes received by this agent
 ============  ==============================  ==============================
 all_reduce    ``2*(N-1)*B // N``              ``2*(N-1)*B // N``
 all_gather    ``(N-1)*B``                     ``(N-1)*B``
+all_to_all    ``(N-1)*B // N``                ``(N-1)*B // N``
 broadcast     root: ``(N-1)*B``; others: 0    root: 0; others: ``B``
 send          ``B``                           0
 recv          0                               ``B``
@@ -18,7 +19,8 @@ barrier       0                               0
 
 all_reduce is a ring reduce-scatter followed by a ring all-gather: ``N-1`` steps each, every
 step moving one ``B/N`` chunk to the next agent and receiving one from the previous. all_gather
-forwards every other agent's block once around the ring. broadcast is counted as the root
+forwards every other agent's block once around the ring. all_to_all cuts ``B`` into ``N`` equal
+chunks and sends chunk ``j`` to agent ``j`` (keeping its own). broadcast is counted as the root
 sending the tensor to each other agent once (the total any tree or ring must move). With
 ``N = 1`` nothing moves and every count is 0.
 
@@ -29,13 +31,15 @@ Example:
     (600, 600)
     >>> ring_bytes("broadcast", 400, world_size=4, rank=2, src=0)
     (0, 400)
+    >>> ring_bytes("all_to_all", 400, world_size=4, rank=1)
+    (300, 300)
     >>> ring_bytes("all_gather", 400, world_size=1, rank=0)
     (0, 0)
 """
 
 from __future__ import annotations
 
-OPS = ("all_reduce", "all_gather", "broadcast", "send", "recv", "barrier")
+OPS = ("all_reduce", "all_gather", "all_to_all", "broadcast", "send", "recv", "barrier")
 
 
 def ring_bytes(
@@ -60,6 +64,9 @@ def ring_bytes(
         return moved, moved
     if op == "all_gather":
         return (n - 1) * b, (n - 1) * b
+    if op == "all_to_all":
+        moved = (n - 1) * b // n
+        return moved, moved
     if op == "broadcast":
         if src is None or not 0 <= src < n:
             raise ValueError(f"ring_bytes: broadcast needs 0 <= src < {n}, got src={src}")

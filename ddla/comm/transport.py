@@ -403,6 +403,37 @@ class Transport:
             "all_gather", tag, sent, received, body, timeout_s=limit, nbytes=_nbytes(tensor)
         )
 
+    def all_to_all(
+        self, tensor: torch.Tensor, *, tag: str = "train", timeout_s: float | None = None
+    ) -> torch.Tensor:
+        """Cut ``tensor`` (1-D, length divisible by the world size) into N equal chunks and
+        send chunk ``j`` to rank ``j``; return the chunks received, in rank order.
+
+        Chunk ``i`` of the result is what rank ``i`` sent to this agent (this agent's own
+        chunk stays in place). The building block of a reduce-scatter whose chunks cannot be
+        summed on the wire (quantized codes, see :mod:`ddla.compress.reduce`).
+        """
+        if tensor.dim() != 1 or tensor.numel() % self.world_size:
+            raise ValueError(
+                f"all_to_all: need a 1-D tensor whose length divides into {self.world_size} "
+                f"equal chunks, got shape {tuple(tensor.shape)}"
+            )
+        limit = self._limit(timeout_s)
+        sent, received = ring_bytes("all_to_all", _nbytes(tensor), self.world_size, self.rank)
+
+        def body() -> torch.Tensor:
+            if self.world_size == 1:
+                return tensor.clone()
+            out = torch.empty_like(tensor)
+            opts = dist.AllToAllOptions()
+            opts.timeout = timedelta(seconds=limit)
+            self._wait(self._pg.alltoall_base(out, tensor, [], [], opts), limit)
+            return out
+
+        return self._run(
+            "all_to_all", tag, sent, received, body, timeout_s=limit, nbytes=_nbytes(tensor)
+        )
+
     def all_gather_object(
         self, obj: Any, *, tag: str = "eval", timeout_s: float | None = None
     ) -> list[Any]:

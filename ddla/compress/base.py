@@ -100,7 +100,8 @@ class Compressor(ABC):
     #: Registry name; ``spec`` is the string that rebuilds this compressor.
     name: ClassVar[str] = "base"
     #: True when payloads of different agents can simply be summed (a plain all-reduce in a
-    #: lower precision); otherwise they are all-gathered and decoded one by one.
+    #: lower precision); otherwise see :attr:`requantize_block` (int8/int4) or they are
+    #: all-gathered and decoded one by one.
     summable: ClassVar[bool] = False
     #: True when the compressor drops information that error feedback should carry over.
     wants_error_feedback: ClassVar[bool] = False
@@ -108,6 +109,13 @@ class Compressor(ABC):
     @property
     def spec(self) -> str:
         return self.name
+
+    @property
+    def requantize_block(self) -> int | None:
+        """Block length when payloads are blockwise quantized and stateless (``int8``,
+        ``int4``): the compressed all-reduce then reduce-scatters block-aligned chunks and
+        re-quantizes each partial mean. None (the default): all-gather whole payloads."""
+        return None
 
     @abstractmethod
     def compress(self, tensor: torch.Tensor, *, key: str = "0") -> Payload:

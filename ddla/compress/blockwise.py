@@ -39,6 +39,10 @@ class Blockwise(Compressor):
     def spec(self) -> str:
         return self.name if self.block == DEFAULT_BLOCK else f"{self.name}:{self.block}"
 
+    @property
+    def requantize_block(self) -> int | None:
+        return self.block
+
     def _quantize(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         flat = tensor.detach().float().reshape(-1)
         n = flat.numel()

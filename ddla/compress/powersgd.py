@@ -84,6 +84,9 @@ class PowerSGD(Compressor):
         if q is None or q.shape != (m, r):
             q = self._initial_q(key, m, r)
         p, _ = torch.linalg.qr(mat @ q)
+        # QR returns P column-major; peers rebuild it row-major from the bytes, and a matmul on
+        # other strides can round differently (seen: 1e-7). Same layout = same decoded values.
+        p = p.contiguous()
         q = mat.T @ p
         # A zero matrix gives Q = 0, from which the power iteration can never recover: restart.
         keep = torch.isfinite(q).all() and bool(q.abs().sum() > 0)

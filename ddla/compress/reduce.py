@@ -1,11 +1,20 @@
 """The compressed all-reduce: the mean over agents of tensors, with what travels compressed.
 
-Two schemes, chosen by the compressor (the reasoning is in ``docs/compression.md``):
+Three schemes, chosen by the compressor (the reasoning is in ``docs/compression.md``):
 
 * **summable** payloads (``none``, ``fp16``, ``bf16``) are a plain all-reduce in the wire dtype:
   each agent divides by the world size first (so fp16 sums stay in range), the Transport sums,
   and every agent decodes the same sum.
-* everything else (``int8``, ``int4``, ``topk``, ``powersgd``, chains) is an **all-gather of
+* **blockwise quantized** payloads (``int8``, ``int4``) are a **reduce-scatter of quantized
+  chunks, then an all-gather of the re-quantized partial means**: all tensors of the call are
+  flattened into one vector cut into W block-aligned chunks; each agent quantizes every chunk
+  and sends chunk j to agent j (one all-to-all); agent j decodes the W versions of its chunk,
+  sums them in rank order, divides by W and quantizes that mean once more; one all-gather
+  hands every agent every quantized mean, which all agents decode identically. Bytes per agent:
+  2(W-1)/W of one quantized copy of the tensors, against (W-1) copies for an all-gather (half
+  as many for 4 agents, a fifth for 10). The price is a second rounding: per value the error is
+  at most the mean of the agents' half-steps plus half a step of the mean's block.
+* everything else (``topk``, ``powersgd``, chains) is an **all-gather of
   compressed payloads**: each agent compresses its own tensors once (error feedback sees exactly
   what peers will decode), all payloads of one call travel packed in one ``uint8`` buffer, and
   every agent decodes all W payloads and sums them in rank order. Summation order and inputs are
@@ -18,6 +27,7 @@ With one agent nothing is sent and the tensors come back unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -62,6 +72,8 @@ def compressed_all_reduce(
         return [t.detach().clone() for t in tensors]
     if compressor.summable:
         return _summable(transport, tensors, compressor, tag, keys)
+    if compressor.requantize_block is not None:
+        return _requantized(transport, tensors, compressor, tag, compressor.requantize_block)
     payloads = [compressor.compress(t, key=k) for t, k in zip(tensors, keys, strict=True)]
     gathered = transport.all_gather(pack(payloads), tag=tag)
     sums = [torch.zeros(t.shape, dtype=torch.float32) for t in tensors]
@@ -94,4 +106,39 @@ def _summable(
         offset += piece.numel()
         payload.tensors[next(iter(payload.tensors))] = summed.view(piece.shape)
         out.append(compressor.decompress(payload).to(t.dtype))
+    return out
+
+
+def _requantized(
+    transport: Transport,
+    tensors: Sequence[torch.Tensor],
+    compressor: Compressor,
+    tag: str,
+    block: int,
+) -> list[torch.Tensor]:
+    world = transport.world_size
+    flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+    # Whole blocks per chunk, so a chunk quantizes exactly as it would inside the full vector
+    # and every agent's chunk payloads have the same size (all_to_all needs equal splits).
+    chunk = math.ceil(flat.numel() / (world * block)) * block
+    padded = torch.zeros(world * chunk, dtype=torch.float32)
+    padded[: flat.numel()] = flat
+    parts = [compressor.compress(c) for c in padded.split(chunk)]
+    received = transport.all_to_all(torch.cat([pack([p]) for p in parts]), tag=tag)
+    # My chunk, as every agent sent it (mine included, decoded too: all W inputs get the same
+    # treatment), summed in rank order.
+    total = torch.zeros(chunk, dtype=torch.float32)
+    for piece in received.chunk(world):
+        total += compressor.decompress(unpack(piece, parts[:1])[0]).float()
+    mean = compressor.compress(total / world)
+    gathered = transport.all_gather(pack([mean]), tag=tag)
+    # Everyone decodes the same W payloads (its own mean through the bytes it sent, too), so
+    # the result is bitwise identical on every agent.
+    means = [compressor.decompress(unpack(g, [mean])[0]).float() for g in gathered]
+    whole = torch.cat(means)
+    out: list[torch.Tensor] = []
+    offset = 0
+    for t in tensors:
+        out.append(whole[offset : offset + t.numel()].view(t.shape).to(t.dtype))
+        offset += t.numel()
     return out

@@ -18,7 +18,8 @@ Two paths, chosen by what must see the gradients:
 
 With ``sync.compress`` set, the hook instead averages each bucket's per-parameter gradients
 with :func:`~ddla.compress.compressed_all_reduce` (fp16/bf16 as a low-precision all-reduce,
-quantizers/top-k/PowerSGD as an all-gather of payloads, error feedback keyed per bucket and
+int8/int4 as a reduce-scatter + all-gather of quantized chunks, top-k/PowerSGD as an
+all-gather of payloads, error feedback keyed per bucket and
 parameter). That call is synchronous, so compressed buckets do not overlap backward.
 """
 

@@ -28,6 +28,9 @@ def _exercise(transport):
     gathered = transport.all_gather(torch.tensor([rank, 2 * rank], dtype=torch.int64))
     out["gather"] = [t.tolist() for t in gathered]
     out["objects"] = transport.all_gather_object({"rank": rank, "pad": "x" * rank})
+    # chunk j (two int64) goes to rank j: value 10 * sender + receiver
+    chunks = torch.tensor([10 * rank + j for j in range(n) for _ in range(2)], dtype=torch.int64)
+    out["a2a"] = transport.all_to_all(chunks).tolist()
     out["bcast"] = transport.broadcast(torch.full((2,), float(rank)), src=n - 1).tolist()
     if n > 1:
         right, left = (rank + 1) % n, (rank - 1) % n
@@ -61,6 +64,7 @@ def test_ops_values_and_exact_bytes(n):
         assert out["async"] == [float(n)] * 3
         assert out["gather"] == [[r, 2 * r] for r in range(n)]
         assert out["objects"] == [{"rank": r, "pad": "x" * r} for r in range(n)]
+        assert out["a2a"] == [10 * src + rank for src in range(n) for _ in range(2)]
         assert out["bcast"] == [float(n - 1)] * 2
         assert out["p2p"] == [float((rank - 1) % n)] * 7
 
@@ -81,6 +85,9 @@ def test_ops_values_and_exact_bytes(n):
         assert ops["all_gather_object/eval"]["bytes_received"] == sum(
             _payload(r) for r in range(n) if r != rank
         )
+        a2a = (n - 1) * (n * 2 * I64) // n  # keeps its own chunk, sends the other n - 1
+        assert ops["all_to_all/train"]["bytes_sent"] == a2a
+        assert ops["all_to_all/train"]["bytes_received"] == a2a
         root = rank == n - 1
         assert ops["broadcast/train"]["bytes_sent"] == ((n - 1) * 2 * F32 if root else 0)
         assert ops["broadcast/train"]["bytes_received"] == (0 if root else 2 * F32)
@@ -90,7 +97,7 @@ def test_ops_values_and_exact_bytes(n):
         assert ops["barrier/control"]["bytes_sent"] == 0
         by_tag = out["stats"]["by_tag"]
         assert by_tag["eval"]["bytes_sent"] == ar + (n - 1) * _payload(rank)
-        assert out["stats"]["total"]["calls"] == 11
+        assert out["stats"]["total"]["calls"] == 12
 
 
 def test_world_size_one_from_env_real_gloo_group(monkeypatch):
@@ -111,7 +118,7 @@ def test_world_size_one_from_env_real_gloo_group(monkeypatch):
     assert out["bcast"] == [0.0, 0.0]
     assert out["stats"]["total"]["bytes_sent"] == 0
     assert out["stats"]["total"]["bytes_received"] == 0
-    assert out["stats"]["total"]["calls"] == 9  # no send/recv with one agent
+    assert out["stats"]["total"]["calls"] == 10  # no send/recv with one agent
     import torch.distributed as dist
 
     assert not dist.is_initialized()  # close() destroyed the group it created

@@ -77,24 +77,27 @@ def test_recv_and_collective_time_out_naming_peer_or_group():
     _assert_no_children()
 
 
-def _dies_before_all_reduce(transport, faults):
+def _dies_before_collective(transport, faults, op):
     faults.apply(transport.rank, step=0)  # rank 1 hard-exits here, like a crash
     start = time.monotonic()
     try:
-        transport.all_reduce(torch.ones(4), timeout_s=20)
+        getattr(transport, op)(torch.ones(4), timeout_s=20)
     except (PeerFailedError, CommTimeoutError) as exc:
         return type(exc).__name__, str(exc), exc.help, time.monotonic() - start
     return "no error", "", "", 0.0
 
 
-def test_dead_peer_raises_peer_failed_quickly():
+@pytest.mark.parametrize("op", ["all_reduce", "all_to_all"])
+def test_dead_peer_raises_peer_failed_quickly(op):
     faults = FaultInjector().kill(rank=1, at_step=0)
-    survivor, dead = run_agents(_dies_before_all_reduce, 2, faults, timeout_s=90, allow_exit=[1])
+    survivor, dead = run_agents(
+        _dies_before_collective, 2, faults, op, timeout_s=90, allow_exit=[1]
+    )
     assert dead == AgentExit(rank=1, exitcode=43)
     name, message, help_hint, seconds = survivor
     # gloo reports "Connection closed by peer" at once; it does not wait for the timeout.
     assert name == "PeerFailedError", message
-    assert "all_reduce (tag 'train') failed: the group of 2 agents" in message
+    assert f"{op} (tag 'train') failed: the group of 2 agents" in message
     assert "closed the connection" in message and "log" in help_hint
     assert seconds < 15  # far below the 20 s timeout: no waiting for it
     _assert_no_children()

@@ -105,6 +105,7 @@ def test_ring_bytes_formulas(n):
     for rank in range(n):
         assert ring_bytes("all_reduce", b, n, rank) == (2 * (n - 1) * b // n,) * 2
         assert ring_bytes("all_gather", b, n, rank) == ((n - 1) * b,) * 2
+        assert ring_bytes("all_to_all", b, n, rank) == ((n - 1) * b // n,) * 2
         root = ring_bytes("broadcast", b, n, rank, src=0)
         assert root == (((n - 1) * b, 0) if rank == 0 else (0, b if n > 1 else 0))
         assert ring_bytes("barrier", b, n, rank) == (0, 0)
@@ -166,6 +167,13 @@ def test_failure_mapping():
 # ---- Transport without a process group ------------------------------------------------------
 
 
+def test_all_to_all_needs_equal_chunks():
+    with Transport.single() as transport:
+        with pytest.raises(ValueError, match="1-D tensor"):
+            transport.all_to_all(torch.zeros(2, 2))
+        assert transport.stats.totals()["calls"] == 0  # refused before anything was recorded
+
+
 def test_single_agent_transport_is_local_and_free():
     transport = Transport.single(timeout_s=5)
     assert (transport.rank, transport.world_size, transport.backend) == (0, 1, "none")
@@ -173,13 +181,14 @@ def test_single_agent_transport_is_local_and_free():
     assert transport.all_reduce(x, op="avg") is x and x.tolist() == [2.0, 4.0]
     assert [t.tolist() for t in transport.all_gather(x)] == [[2.0, 4.0]]
     assert transport.all_gather_object("meta") == ["meta"]
+    assert transport.all_to_all(x).tolist() == [2.0, 4.0]
     assert transport.broadcast(x, src=0).tolist() == [2.0, 4.0]
     assert transport.all_reduce_async(x).wait().tolist() == [2.0, 4.0]
     transport.barrier()
     transport.store.set("k", b"v")
     assert transport.store.get("k") == b"v"
     totals = transport.stats.totals()
-    assert totals["calls"] == 6 and totals["bytes_sent"] == totals["bytes_received"] == 0
+    assert totals["calls"] == 7 and totals["bytes_sent"] == totals["bytes_received"] == 0
     transport.close()
     transport.close()  # idempotent
     with pytest.raises(CommError, match="closed Transport"):

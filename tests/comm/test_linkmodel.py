@@ -32,6 +32,8 @@ def test_other_collectives() -> None:
     assert op_seconds("reduce_scatter", 4 * MB, table=table, rank=0) == pytest.approx(
         3 * (0.01 + 0.08)
     )
+    # pairwise exchange: 3 rounds, each moving one 1 MB chunk (of 4 MB) over every edge
+    assert op_seconds("all_to_all", 4 * MB, table=table, rank=0) == pytest.approx(3 * (0.01 + 0.08))
     assert op_seconds("broadcast", MB, table=table, rank=3, src=1) == pytest.approx(0.01 + 3 * 0.08)
     obj = op_seconds("all_gather_object", MB, table=table, rank=0)
     assert obj == pytest.approx(3 * (0.01 + 64 / 100e6) + 3 * (0.01 + 0.08))
@@ -47,6 +49,9 @@ def test_one_slow_agent_slows_every_ring_step() -> None:
     assert op_seconds("all_reduce", MB, table=slow, rank=0) > 5 * op_seconds(
         "all_reduce", MB, table=fast, rank=0
     )
+    # every all-to-all round crosses agent 2's slow link (someone sends to or from it)
+    a2a_edge = 0.080 + (MB / 4) * 8 / 20e6
+    assert op_seconds("all_to_all", MB, table=slow, rank=0) == pytest.approx(3 * a2a_edge)
     # Point to point only pays the far link when it is crossed.
     assert op_seconds("send", MB, table=slow, rank=0, dst=1) == pytest.approx(0.025 + 0.008)
     assert op_seconds("send", MB, table=slow, rank=0, dst=2) == pytest.approx(0.08 + 0.4)

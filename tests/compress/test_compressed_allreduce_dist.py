@@ -1,7 +1,10 @@
 """The compressed all-reduce over real gloo agents: correct mean, identical everywhere, exact
-bytes (ring model: all-gather sends (N-1) payloads, all-reduce 2(N-1)B/N)."""
+bytes (ring model: all-gather sends (N-1) payloads, all-reduce 2(N-1)B/N, the int8/int4
+reduce-scatter + all-gather 2(N-1) chunk payloads)."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -34,11 +37,41 @@ def _agent(transport: Transport) -> dict[str, object]:
     return out
 
 
+def _flat(rank: int, call: int) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in _inputs(rank, call)])
+
+
+def _unflat(flat: torch.Tensor) -> list[torch.Tensor]:
+    sizes = [math.prod(s) for s in SHAPES]
+    return [t.view(s) for t, s in zip(flat.split(sizes), SHAPES, strict=True)]
+
+
+def _replay_requantized(spec: str, world: int, call: int) -> tuple[list[torch.Tensor], int]:
+    """The reduce-scatter + all-gather scheme replayed on block-aligned chunks in one process."""
+    c = build_compressor(spec)
+    n, block = _flat(0, call).numel(), c.requantize_block
+    chunk = math.ceil(n / (world * block)) * block
+    padded = [torch.nn.functional.pad(_flat(r, call), (0, world * chunk - n)) for r in range(world)]
+    means = []
+    for j in range(world):
+        mine = [p[j * chunk : (j + 1) * chunk] for p in padded]
+        total = sum(c.decompress(c.compress(x)) for x in mine)
+        means.append(c.decompress(c.compress(total / world)))
+    chunk_bytes = c.compress(torch.zeros(chunk)).nbytes
+    # all_to_all: W - 1 chunks out; all_gather: the mean chunk to W - 1 agents
+    return _unflat(torch.cat(means)[:n]), 2 * (world - 1) * chunk_bytes
+
+
 def _expected(spec: str, world: int) -> tuple[list[list[torch.Tensor]], list[int]]:
     """Each agent's compressor replayed in this process, decoded and averaged in rank order."""
     compressors = [build_compressor(spec) for _ in range(world)]
     means, sent = [], []
     for call in range(2):
+        if compressors[0].requantize_block is not None:
+            mean, nbytes = _replay_requantized(spec, world, call)
+            means.append(mean)
+            sent.append(nbytes)
+            continue
         if compressors[0].summable:
             decoded = [
                 [c.decompress(c.compress(t / world)) for t in _inputs(r, call)]
@@ -77,6 +110,24 @@ def test_compressed_all_reduce_three_agents():
                     # gloo sums fp16/bf16 partial sums in that dtype: allow its rounding.
                     tol = {"bf16": 2e-2, "fp16": 3e-3}.get(spec, 1e-5)
                     torch.testing.assert_close(a, b, rtol=tol, atol=tol, msg=spec)
+        # int8/int4: within two half-steps (the chunk and its mean rounded) of the true mean
+        if spec in ("int8", "int4:64"):
+            levels, block = (127, 128) if spec == "int8" else (7, 64)
+            for call in range(2):
+                true = sum(_flat(r, call) for r in range(world)) / world
+                got = torch.cat([t.reshape(-1) for t in results[0][spec][0][call]])
+                n_pad = math.ceil(true.numel() / block) * block - true.numel()
+                absmax = torch.stack(
+                    [
+                        torch.nn.functional.pad(_flat(r, call).abs(), (0, n_pad))
+                        .view(-1, block)
+                        .amax(1)
+                        for r in range(world)
+                    ]
+                ).amax(0)
+                bound = (absmax / levels).repeat_interleave(block)[: true.numel()]
+                assert ((got - true).abs() <= bound + 1e-6).all(), spec
+                assert not torch.equal(got, true), f"{spec}: nothing was rounded?"
         # fp32 'none' is the exact mean
         if spec == "none":
             for call in range(2):

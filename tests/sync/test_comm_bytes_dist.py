@@ -39,29 +39,38 @@ def _agent(transport, runs: list[tuple[str, list[str]]]) -> None:
         train(job_from_config(config), config, transport, progress=False)
 
 
-def _hand_count(config: RunConfig, payload_bytes) -> int:
-    shapes = [tuple(p.shape) for p in job_from_config(config).model.parameters()]
-    per_sync = sum(payload_bytes(math.prod(s)) for s in shapes)
+def _hand_count(config: RunConfig, payload_bytes, block: int | None) -> int:
+    sizes = [math.prod(p.shape) for p in job_from_config(config).model.parameters()]
     syncs = STEPS // EVERY + (1 if STEPS % EVERY else 0)  # 5, 10, and finish() at 12
-    # all-gather of payloads: each agent sends its payload to the other WORLD - 1 agents.
-    return syncs * (WORLD - 1) * per_sync
+    if block is None:
+        # all-gather of payloads: each agent sends its payload to the other WORLD - 1 agents.
+        return syncs * (WORLD - 1) * sum(payload_bytes(n) for n in sizes)
+    # int8/int4: the parameters as one vector cut into WORLD chunks of whole blocks; each agent
+    # sends WORLD - 1 quantized chunks (all-to-all), then its quantized mean chunk to the
+    # WORLD - 1 others (all-gather).
+    chunk = math.ceil(sum(sizes) / (WORLD * block)) * block
+    return syncs * 2 * (WORLD - 1) * payload_bytes(chunk)
 
 
 @pytest.mark.dist
 def test_summary_comm_bytes_equal_hand_count(tmp_path: Path) -> None:
     cases = {
-        "int8": (["sync.compress=int8"], lambda n: n + 4 * math.ceil(n / 128)),
-        "int4": (["sync.compress=int4:32"], lambda n: math.ceil(n / 2) + 4 * math.ceil(n / 32)),
-        "topk": (["sync.compress=topk:0.1"], lambda n: 8 * math.ceil(0.1 * n)),
+        "int8": (["sync.compress=int8"], lambda n: n + 4 * math.ceil(n / 128), 128),
+        "int4": (
+            ["sync.compress=int4:32"],
+            lambda n: math.ceil(n / 2) + 4 * math.ceil(n / 32),
+            32,
+        ),
+        "topk": (["sync.compress=topk:0.1"], lambda n: 8 * math.ceil(0.1 * n), None),
     }
     for name in cases:
         (tmp_path / name).mkdir()
-    runs = [(str(tmp_path / name), extra) for name, (extra, _) in cases.items()]
+    runs = [(str(tmp_path / name), extra) for name, (extra, *_) in cases.items()]
     run_agents(_agent, WORLD, runs, timeout_s=180)
-    for name, (extra, payload_bytes) in cases.items():
+    for name, (extra, payload_bytes, block) in cases.items():
         out = tmp_path / name
         summary = json.loads((out / "summary.json").read_text())
-        expected = _hand_count(_config(out, extra), payload_bytes)
+        expected = _hand_count(_config(out, extra), payload_bytes, block)
         per_agent = summary["comm"]["per_agent"]
         assert [a["bytes_sent"] for a in per_agent] == [expected] * WORLD, name
         assert [a["bytes_received"] for a in per_agent] == [expected] * WORLD, name
