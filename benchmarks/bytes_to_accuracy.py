@@ -21,6 +21,10 @@ Usage::
 
     python benchmarks/bytes_to_accuracy.py                 # the recorded run: the full grid
     python benchmarks/bytes_to_accuracy.py --steps 200 --grid smoke   # a quick check
+    python benchmarks/bytes_to_accuracy.py --seed 1 --only allreduce:fp32:1 diloco:int4:500
+
+The last one repeats two runs with another seed; a run with ``--seed`` other than 0 or with
+``--only`` writes its own record and run directories (``...-seed1``), never the main record's.
 """
 
 from __future__ import annotations
@@ -64,6 +68,11 @@ def grid(name: str) -> list[dict[str, Any]]:
     else:
         raise SystemExit(f"unknown grid {name!r}: use full or smoke")
     return runs
+
+
+def spec(run: dict[str, Any]) -> str:
+    """``strategy:wire:H``, the name ``--only`` selects a run by (H is 1 for allreduce)."""
+    return f"{run['strategy']}:{run['compress']}:{run['every']}"
 
 
 def run_name(partition: str, run: dict[str, Any]) -> str:
@@ -184,35 +193,115 @@ def table(results: list[dict[str, Any]], targets: list[float]) -> str:
     return "\n".join(lines)
 
 
-def plot(results: list[dict[str, Any]], targets: list[float], path: Path) -> None:
+FAMILY = ("diloco", "streaming_diloco")
+
+
+def is_baseline(run: dict[str, Any]) -> bool:
+    return run["strategy"] == "allreduce" and run["compress"] == "fp32"
+
+
+GOAL_RATIO = 1000
+GOAL_POINTS = 1.0
+
+
+def goal(results: list[dict[str, Any]], target: float) -> list[dict[str, Any]]:
+    """Per partition: the DiLoCo-family run reaching ``target`` with the fewest bytes among those
+    whose final accuracy is within ``GOAL_POINTS`` of ``allreduce`` fp32, and the verdict."""
+    verdicts = []
+    key = f"{target:g}"
+    for part in dict.fromkeys(r["partition"] for r in results):
+        base = next((r for r in results if r["partition"] == part and is_baseline(r)), None)
+        if base is None:
+            continue  # --only without allreduce fp32: nothing to compare against
+        ref = base["to_target"][key]["bytes_per_agent"]
+        ok = [
+            r
+            for r in results
+            if r["partition"] == part
+            and r["strategy"] in FAMILY
+            and r["to_target"][key]["bytes_per_agent"]
+            and 100 * (r["final_accuracy"] - base["final_accuracy"]) >= -GOAL_POINTS
+        ]
+        best = min(ok, key=lambda r: r["to_target"][key]["bytes_per_agent"], default=None)
+        ratio = ref / best["to_target"][key]["bytes_per_agent"] if ref and best else None
+        verdicts.append(
+            {
+                "partition": part,
+                "target": target,
+                "baseline_bytes_per_agent": ref,
+                "best": run_name(part, best) if best else None,
+                "ratio": ratio,
+                "delta_points": 100 * (best["final_accuracy"] - base["final_accuracy"])
+                if best
+                else None,
+                "met": bool(ratio and ratio >= GOAL_RATIO),
+            }
+        )
+    return verdicts
+
+
+def goal_lines(verdicts: list[dict[str, Any]]) -> str:
+    lines = []
+    for v in verdicts:
+        head = f"- {v['partition']}, target {v['target']:.0%}: "
+        if v["baseline_bytes_per_agent"] is None:
+            lines.append(head + "allreduce never reached it: no baseline")
+        elif v["best"] is None:
+            lines.append(head + "no DiLoCo-family run reached it within 1 point of allreduce")
+        else:
+            verdict = "met" if v["met"] else f"missed by {GOAL_RATIO / v['ratio']:.2f}x"
+            lines.append(
+                head + f"best {v['best']}: {v['ratio']:,.0f}x fewer bytes per agent, final "
+                f"{v['delta_points']:+.2f} points -> goal (>= {GOAL_RATIO}x) {verdict}"
+            )
+    return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Accuracy vs bytes per agent (log x): a row per partition, a column per strategy, each
+    panel with ``allreduce`` fp32 in black for reference; colour is H, line style the wire."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    partitions = sorted({r["partition"] for r in results})
-    fig, axes = plt.subplots(1, len(partitions), figsize=(7 * len(partitions), 5), squeeze=False)
-    styles = {"allreduce": "-", "local_sgd": ":", "diloco": "-.", "streaming_diloco": "--"}
-    for ax, part in zip(axes[0], partitions, strict=True):
-        for r in results:
-            if r["partition"] != part:
-                continue
-            pts = [(b, a) for _, b, a in r["curve"] if b > 0]
-            if not pts:
-                continue
-            h = "" if r["strategy"] == "allreduce" else f" H={r['every']}"
-            ax.plot(
-                *zip(*pts, strict=True),
-                styles[r["strategy"]],
-                label=f"{r['strategy']} {r['compress']}{h}",
-            )
-        for t in targets:
-            ax.axhline(t, color="grey", lw=0.8)
-        ax.set_xscale("log")
+    partitions = list(dict.fromkeys(r["partition"] for r in results))
+    strategies = list(dict.fromkeys(r["strategy"] for r in results))
+    fig, axes = plt.subplots(
+        len(partitions),
+        len(strategies),
+        figsize=(4.2 * len(strategies), 3.4 * len(partitions)),
+        squeeze=False,
+        sharex=True,
+        sharey=True,
+    )
+    wires = {"fp32": "-", "int8": "--", "int4": ":"}
+    colours = {1: "tab:grey", 10: "tab:blue", 50: "tab:green", 100: "tab:orange", 500: "tab:red"}
+    for row, part in zip(axes, partitions, strict=True):
+        mine = [r for r in results if r["partition"] == part]
+        base = [r for r in mine if is_baseline(r)]
+        for ax, strategy in zip(row, strategies, strict=True):
+            for r in [*base, *[r for r in mine if r["strategy"] == strategy and r not in base]]:
+                pts = [(b, a) for _, b, a in r["curve"] if b > 0]
+                if not pts:
+                    continue
+                h = "" if r["strategy"] == "allreduce" else f" H={r['every']}"
+                ax.plot(
+                    *zip(*pts, strict=True),
+                    wires[r["compress"]],
+                    color="black" if r in base else colours.get(r["every"], "tab:purple"),
+                    lw=1.4 if r in base else 1.0,
+                    label=("allreduce fp32" if r in base else f"{r['compress']}{h}"),
+                )
+            ax.axhline(0.88, color="grey", lw=0.6)
+            ax.set_xscale("log")
+            ax.set_ylim(0.7, 0.9)
+            ax.set_title(f"{strategy} — {part}", fontsize=9)
+            ax.legend(fontsize=5, ncol=2, loc="lower right")
+        row[0].set_ylabel("test accuracy (global model)")
+    for ax in axes[-1]:
         ax.set_xlabel("bytes sent per agent")
-        ax.set_ylabel("test accuracy (global model)")
-        ax.set_title(f"Fashion-MNIST, MLP, 4 agents, {part}")
-        ax.legend(fontsize=6, ncol=2)
+    fig.suptitle("Fashion-MNIST, MLP, 4 agents: accuracy vs bytes (grey line: 88%)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -221,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--grid", default="full", choices=["full", "smoke"])
     p.add_argument("--partitions", nargs="+", default=["iid", "dirichlet:0.5"])
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="STRATEGY:WIRE:H",
+        help="run just these of the grid, e.g. allreduce:fp32:1 diloco:int4:500 (seed repeats)",
+    )
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--steps", type=int, default=5000, help="steps per agent (the sample budget)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -239,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         help="test accuracies to reach",
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work", default="runs/bytes_to_accuracy", help="run directories")
-    p.add_argument("--record", default=str(ROOT / "benchmarks/records/bytes_to_accuracy"))
+    p.add_argument("--work", help="run directories (default runs/bytes_to_accuracy[-seedN])")
+    p.add_argument("--record", help="record path without suffix (default: benchmarks/records/)")
     p.add_argument(
         "--analyse-only",
         action="store_true",
@@ -248,11 +343,16 @@ def main(argv: list[str] | None = None) -> int:
         "without training; the record keeps that invocation's command, SHA and timing",
     )
     args = p.parse_args(argv)
+    variant = "" if args.seed == 0 and not args.only else f"-seed{args.seed}"
+    args.work = args.work or f"runs/bytes_to_accuracy{variant}"
+    args.record = args.record or str(ROOT / f"benchmarks/records/bytes_to_accuracy{variant}")
 
     plan, index = [], []
     work = Path(args.work).resolve()
     for part in args.partitions:
         for run in grid(args.grid):
+            if args.only and spec(run) not in args.only:
+                continue
             out = work / run_name(part, run)
             if not args.analyse_only:
                 out.mkdir(parents=True, exist_ok=True)
@@ -284,13 +384,14 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_s": round(elapsed, 1),
         "notes": "local_sgd/diloco: only evaluations at sync points count toward reaching the "
         "target; streaming_diloco and allreduce: every evaluation.",
+        "goal": [v for t in args.targets for v in goal(results, t)],
         "results": results,
     }
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.with_suffix(".json").write_text(json.dumps(record, indent=1))
-    md = table(results, args.targets)
+    md = table(results, args.targets) + "\n\nAgainst the goal:\n\n" + goal_lines(record["goal"])
     rec.with_suffix(".md").write_text(md + "\n")
-    plot(results, args.targets, rec.with_suffix(".png"))
+    plot(results, rec.with_suffix(".png"))
     print(md)
     print(f"\n{len(plan)} runs in {elapsed:.0f} s; record: {rec.with_suffix('.json')}")
     return 0
