@@ -31,6 +31,7 @@ def _virtual(transport: Transport) -> dict[str, Any]:
     w0 = time.monotonic()
     out = transport.all_reduce(torch.ones(MB // 4))  # 1 MB of float32
     transport.broadcast(torch.ones(1000), src=0)
+    transport.all_to_all(torch.ones(5000))  # two chunks of 10 kB: one crosses the link
     if transport.rank == 0:
         transport.send(torch.ones(2500), dst=1)
     else:
@@ -95,9 +96,12 @@ def test_virtual_clock_charges_exactly_the_model(results: list[dict[str, Any]]) 
     want = (
         op_seconds("all_reduce", MB, table=table, rank=0)
         + op_seconds("broadcast", 4000, table=table, rank=0, src=0)
+        + op_seconds("all_to_all", 20_000, table=table, rank=0)
         + op_seconds("send", 10_000, table=table, rank=0, dst=1)
     )
-    assert want == pytest.approx(2 * (0.03 + 0.2) + (0.03 + 0.0016) + (0.03 + 0.004))
+    assert want == pytest.approx(
+        2 * (0.03 + 0.2) + (0.03 + 0.0016) + (0.03 + 0.004) + (0.03 + 0.004)
+    )
     for r in results:
         v = r["virtual"]
         assert v["sum"] == 2.0 and v["label"] == "virtual"
