@@ -51,7 +51,7 @@ COMPRESS = {"fp32": "none", "int8": "int8", "int4": "int4"}
 PERIODIC = ("local_sgd", "diloco", "streaming_diloco")
 
 
-def grid(name: str) -> list[dict[str, Any]]:
+def grid(name: str, every: tuple[int, ...] = (10, 50, 100, 500)) -> list[dict[str, Any]]:
     """The (strategy, compress, H) combinations of a named grid, per partition."""
     runs: list[dict[str, Any]] = [
         {"strategy": "allreduce", "compress": c, "every": 1} for c in COMPRESS
@@ -61,7 +61,7 @@ def grid(name: str) -> list[dict[str, Any]]:
             {"strategy": s, "compress": c, "every": h}
             for s in PERIODIC
             for c in COMPRESS
-            for h in (10, 50, 100, 500)
+            for h in every
         ]
     elif name == "smoke":
         runs = [runs[0], {"strategy": "diloco", "compress": "int4", "every": 50}]
@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         "--optim", default="adamw", help="every agent's (inner) optimizer, the same for all runs"
     )
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--every", type=int, nargs="+", default=[10, 50, 100, 500], help="the H sweep")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--fragments", type=int, default=4)
     p.add_argument(
@@ -350,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     plan, index = [], []
     work = Path(args.work).resolve()
     for part in args.partitions:
-        for run in grid(args.grid):
+        for run in grid(args.grid, tuple(args.every)):
             if args.only and spec(run) not in args.only:
                 continue
             out = work / run_name(part, run)
