@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 from ddla.bench import markdown_table, parse_entry, run_bench  # noqa: E402
 
 RECORD = ROOT / "benchmarks" / "records" / "wan_time_to_accuracy.json"
-# --clock virtual-cpu runs go to wan_time_to_accuracy_cpu.json (see docs/benchmarks.md).
+#: --clock virtual-cpu runs get their own record, so one clock never overwrites the other's.
+RECORD_CPU = RECORD.with_name("wan_time_to_accuracy_cpu.json")
 BASE = [
     "agents=4",
     "data.dataset=fashion-mnist",
@@ -55,8 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entry", action="append", help="replace the entries (repeatable)")
     parser.add_argument("--quick", action="store_true", help="a few steps; no record")
     parser.add_argument("--clock", default="virtual", help="virtual or virtual-cpu")
-    parser.add_argument("--record", default=str(RECORD), help="where the record goes")
+    parser.add_argument(
+        "--record", help="where the record goes (default: per clock, under benchmarks/records/)"
+    )
     args = parser.parse_args(argv)
+    args.record = args.record or str(RECORD_CPU if args.clock == "virtual-cpu" else RECORD)
     entries = args.entry or ENTRIES
     base = [*BASE, f"comm.clock={args.clock}"]
     if args.quick:

@@ -47,14 +47,16 @@ def _transport_allreduce_hook(transport: Transport, bucket):
     return transport.all_reduce_async(buffer, tag="train")
 
 
-def _compressed_hook(state: tuple[Transport, Compressor], bucket):  # see the note above
+def _compressed_hook(state: tuple[Transport, Compressor, bool], bucket):  # see the note above
     """DDP comm hook: mean of the bucket's gradients through a compressor."""
-    transport, compressor = state
+    transport, compressor, scatter = state
     grads = bucket.gradients()
     # DDP may rebuild buckets after the first step; keys carry the index and the stateful
     # compressors reset a key's state when its shape changes.
     keys = [f"b{bucket.index()}.{i}" for i in range(len(grads))]
-    mean = compressed_all_reduce(transport, grads, compressor, tag="train", keys=keys)
+    mean = compressed_all_reduce(
+        transport, grads, compressor, tag="train", keys=keys, scatter=scatter
+    )
     buffer = bucket.buffer()
     buffer.copy_(torch.cat([m.reshape(-1) for m in mean]).to(buffer.dtype))
     done: torch.futures.Future[torch.Tensor] = torch.futures.Future()
@@ -87,7 +89,8 @@ class AllReduce(Strategy):
                 broadcast_buffers=True,
             )
             if self.config.compress != "none":
-                ddp.register_comm_hook((self.transport, self.compressor), _compressed_hook)
+                scatter = self.config.quantized_reduce == "scatter"
+                ddp.register_comm_hook((self.transport, self.compressor, scatter), _compressed_hook)
             elif self.transport.intercepts_payloads:
                 ddp.register_comm_hook(self.transport, _transport_allreduce_hook)
             else:

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from ddla.errors import ConfigError
 
+#: ``sync.quantized_reduce`` values; see :func:`ddla.compress.compressed_all_reduce`.
+QUANTIZED_REDUCE = ("scatter", "gather")
+
 
 @dataclass(kw_only=True, slots=True)
 class SyncConfig:
@@ -25,6 +28,11 @@ class SyncConfig:
     compress: str = "none"
     """Compressor applied to what is exchanged (``none`` sends fp32); a ``ddla.compress`` spec
     such as ``int8``, ``int4``, ``topk:0.01``, ``powersgd:4`` or ``topk:0.01+int8``."""
+    quantized_reduce: str = "scatter"
+    """How int8/int4 payloads are averaged: ``scatter`` (reduce-scatter of quantized chunks +
+    all-gather of re-quantized means: 2(N-1)/N payloads per agent, 2(N-1) latency-bound steps)
+    or ``gather`` (all-gather of whole payloads: N-1 payloads, N-1 steps; one rounding). See
+    docs/compression.md; ``gather`` can be faster on high-latency links with small models."""
     outer_lr: float = 0.7
     """Outer learning rate of ``diloco``/``streaming_diloco`` (``local_sgd`` uses 1)."""
     outer_momentum: float = 0.9
@@ -65,6 +73,11 @@ class SyncConfig:
             raise ConfigError(
                 f"sync.overlap must be in [0, sync.every) = [0, {self.every}), got {self.overlap}",
                 help="a fragment's result must be applied before that fragment is sent again",
+            )
+        if self.quantized_reduce not in QUANTIZED_REDUCE:
+            raise ConfigError(
+                f"sync.quantized_reduce: unknown scheme {self.quantized_reduce!r}",
+                help=f"choose one of: {', '.join(QUANTIZED_REDUCE)}",
             )
         if not 0 <= self.mix < 1:
             raise ConfigError(f"sync.mix must be in [0, 1), got {self.mix}")

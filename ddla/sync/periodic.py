@@ -95,7 +95,14 @@ class PeriodicOuterSync(Strategy):
         views = self._views(f)
         grads = pseudo_gradient(self.anchor[f], views)
         keys = [f"{f}.{i}" for i in range(len(views))]
-        mean = compressed_all_reduce(self.transport, grads, self.compressor, tag="train", keys=keys)
+        mean = compressed_all_reduce(
+            self.transport,
+            grads,
+            self.compressor,
+            tag="train",
+            keys=keys,
+            scatter=self.config.quantized_reduce == "scatter",
+        )
         outer_step(self.outer, self.anchor[f], mean)
         self.last_sync[f] = step
         if f == 0:

@@ -14,6 +14,7 @@ from ddla.compress import build_compressor, compressed_all_reduce
 from ddla.testing import run_agents
 
 SPECS = ["none", "fp16", "bf16", "int8", "int4:64", "topk:0.1", "powersgd:2", "topk:0.2+int8"]
+GATHER = "int8/gather"  # int8 with scatter=False: the all-gather of whole payloads
 SHAPES = [(40, 30), (30,), (5, 3, 3)]
 
 
@@ -24,14 +25,13 @@ def _inputs(rank: int, call: int) -> list[torch.Tensor]:
 
 def _agent(transport: Transport) -> dict[str, object]:
     out: dict[str, object] = {}
-    for spec in SPECS:
-        compressor = build_compressor(spec)
+    for spec in [*SPECS, GATHER]:
+        compressor = build_compressor(spec.split("/")[0])
         results, sent = [], []
         for call in range(2):  # a second call exercises error feedback and warm starts
             before = transport.stats.totals("train")["bytes_sent"]
-            results.append(
-                compressed_all_reduce(transport, _inputs(transport.rank, call), compressor)
-            )
+            xs = _inputs(transport.rank, call)
+            results.append(compressed_all_reduce(transport, xs, compressor, scatter=spec != GATHER))
             sent.append(transport.stats.totals("train")["bytes_sent"] - before)
         out[spec] = (results, sent)
     return out
@@ -64,10 +64,10 @@ def _replay_requantized(spec: str, world: int, call: int) -> tuple[list[torch.Te
 
 def _expected(spec: str, world: int) -> tuple[list[list[torch.Tensor]], list[int]]:
     """Each agent's compressor replayed in this process, decoded and averaged in rank order."""
-    compressors = [build_compressor(spec) for _ in range(world)]
+    compressors = [build_compressor(spec.split("/")[0]) for _ in range(world)]
     means, sent = [], []
     for call in range(2):
-        if compressors[0].requantize_block is not None:
+        if spec != GATHER and compressors[0].requantize_block is not None:
             mean, nbytes = _replay_requantized(spec, world, call)
             means.append(mean)
             sent.append(nbytes)
@@ -97,7 +97,7 @@ def _expected(spec: str, world: int) -> tuple[list[list[torch.Tensor]], list[int
 def test_compressed_all_reduce_three_agents():
     world = 3
     results = run_agents(_agent, world, timeout_s=90)
-    for spec in SPECS:
+    for spec in [*SPECS, GATHER]:
         expected, expected_sent = _expected(spec, world)
         for rank in range(world):
             got, sent = results[rank][spec]

@@ -62,6 +62,11 @@ def test_summary_comm_bytes_equal_hand_count(tmp_path: Path) -> None:
             32,
         ),
         "topk": (["sync.compress=topk:0.1"], lambda n: 8 * math.ceil(0.1 * n), None),
+        "int8-gather": (  # per-tensor payloads, all-gathered
+            ["sync.compress=int8", "sync.quantized_reduce=gather"],
+            lambda n: n + 4 * math.ceil(n / 128),
+            None,
+        ),
     }
     for name in cases:
         (tmp_path / name).mkdir()

@@ -37,7 +37,9 @@ def test_cli_style_overrides_reach_the_sync_config():
         5,
         0.5,
     )
-    assert (s.outer_momentum, s.mix) == (0.9, 0.5)
+    assert (s.outer_momentum, s.mix, s.quantized_reduce) == (0.9, 0.5, "scatter")
+    gather = RunConfig.load(None, ["sync.compress=int8", "sync.quantized_reduce=gather"])
+    assert gather.sync.quantized_reduce == "gather"
 
 
 @pytest.mark.parametrize(
@@ -51,6 +53,7 @@ def test_cli_style_overrides_reach_the_sync_config():
         ({"every": 10, "overlap": 10}, r"sync.overlap must be in \[0, sync.every\)"),
         ({"overlap": -1}, "sync.overlap"),
         ({"mix": 1.0}, r"sync.mix must be in \[0, 1\)"),
+        ({"quantized_reduce": "ring"}, "sync.quantized_reduce: unknown scheme 'ring'"),
     ],
 )
 def test_bad_sync_fields_raise_config_error(fields, match):
