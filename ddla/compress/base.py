@@ -117,6 +117,11 @@ class Compressor(ABC):
         re-quantizes each partial mean. None (the default): all-gather whole payloads."""
         return None
 
+    def payload_nbytes(self, numel: int) -> int | None:
+        """Exact wire bytes of the payload of a tensor of ``numel`` values, when that does not
+        depend on the values (fixed-rate codecs); None otherwise."""
+        return None
+
     @abstractmethod
     def compress(self, tensor: torch.Tensor, *, key: str = "0") -> Payload:
         """Encode ``tensor`` (any float dtype/shape) into what goes on the wire."""

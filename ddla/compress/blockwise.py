@@ -43,6 +43,10 @@ class Blockwise(Compressor):
     def requantize_block(self) -> int | None:
         return self.block
 
+    def payload_nbytes(self, numel: int) -> int | None:
+        # bits per code, packed; one fp32 scale per block (at least one block, as _quantize)
+        return math.ceil(numel * self.bits / 8) + 4 * max(1, math.ceil(numel / self.block))
+
     def _quantize(self, tensor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         flat = tensor.detach().float().reshape(-1)
         n = flat.numel()

@@ -13,7 +13,8 @@ Three schemes, chosen by the compressor (the reasoning is in ``docs/compression.
   hands every agent every quantized mean, which all agents decode identically. Bytes per agent:
   2(W-1)/W of one quantized copy of the tensors, against (W-1) copies for an all-gather (half
   as many for 4 agents, a fifth for 10). The price is a second rounding: per value the error is
-  at most the mean of the agents' half-steps plus half a step of the mean's block.
+  at most the mean of the agents' half-steps plus half a step of the mean's block. Used only
+  when it sends fewer bytes than the all-gather (never for 2 agents, nor for tiny calls).
 * everything else (``topk``, ``powersgd``, chains) is an **all-gather of
   compressed payloads**: each agent compresses its own tensors once (error feedback sees exactly
   what peers will decode), all payloads of one call travel packed in one ``uint8`` buffer, and
@@ -75,8 +76,9 @@ def compressed_all_reduce(
         return [t.detach().clone() for t in tensors]
     if compressor.summable:
         return _summable(transport, tensors, compressor, tag, keys)
-    if scatter and compressor.requantize_block is not None:
-        return _requantized(transport, tensors, compressor, tag, compressor.requantize_block)
+    block = compressor.requantize_block
+    if scatter and block is not None and _scatter_sends_less(compressor, tensors, world, block):
+        return _requantized(transport, tensors, compressor, tag, block)
     payloads = [compressor.compress(t, key=k) for t, k in zip(tensors, keys, strict=True)]
     gathered = transport.all_gather(pack(payloads), tag=tag)
     sums = [torch.zeros(t.shape, dtype=torch.float32) for t in tensors]
@@ -110,6 +112,23 @@ def _summable(
         payload.tensors[next(iter(payload.tensors))] = summed.view(piece.shape)
         out.append(compressor.decompress(payload).to(t.dtype))
     return out
+
+
+def _scatter_sends_less(
+    compressor: Compressor, tensors: Sequence[torch.Tensor], world: int, block: int
+) -> bool:
+    """Whether the reduce-scatter scheme puts fewer bytes on the wire than the all-gather.
+
+    It does not for 2 agents (both send about one payload; padding to whole chunks and the
+    second rounding only cost) nor for calls of a few blocks, where padding W chunks to whole
+    blocks outweighs the saving; then the all-gather is used, with its single rounding.
+    """
+    size = compressor.payload_nbytes
+    chunk = math.ceil(sum(t.numel() for t in tensors) / (world * block)) * block
+    scatter, gather = size(chunk), [size(t.numel()) for t in tensors]
+    if scatter is None or None in gather:
+        return True  # sizes depend on the values: nothing to compare, do as asked
+    return 2 * (world - 1) * scatter < (world - 1) * sum(g for g in gather if g is not None)
 
 
 def _requantized(

@@ -199,3 +199,21 @@ def test_registry_names_all_build():
     assert isinstance(build_compressor("topk:0.1+int8"), ErrorFeedback)
     assert isinstance(build_compressor("topk:0.1+int8").inner, Chain)
     assert not isinstance(build_compressor("int8"), ErrorFeedback)
+
+
+@pytest.mark.parametrize("spec", ["int8", "int4", "int4:64"])
+def test_blockwise_payload_nbytes_is_exact(spec):
+    c = build_compressor(spec)
+    for n in (1, 7, 63, 64, 128, 129, 1000):
+        assert c.payload_nbytes(n) == c.compress(torch.randn(n)).nbytes, (spec, n)
+    assert build_compressor("topk:0.1").payload_nbytes(100) is None  # not fixed-rate
+
+
+def test_reduce_scatter_only_when_it_sends_fewer_bytes():
+    from ddla.compress.reduce import _scatter_sends_less
+
+    int8 = build_compressor("int8")
+    big = [torch.zeros(300, 200), torch.zeros(200)]
+    assert _scatter_sends_less(int8, big, 4, 128)  # 2*3/4 against 3 payloads
+    assert not _scatter_sends_less(int8, big, 2, 128)  # 1 against 1, plus padding
+    assert not _scatter_sends_less(int8, [torch.zeros(10)], 4, 128)  # 4 padded blocks vs 1
