@@ -128,7 +128,7 @@ def _scatter_sends_less(
     scatter, gather = size(chunk), [size(t.numel()) for t in tensors]
     if scatter is None or None in gather:
         return True  # sizes depend on the values: nothing to compare, do as asked
-    return 2 * (world - 1) * scatter < (world - 1) * sum(g for g in gather if g is not None)
+    return 2 * (world - 1) * scatter < (world - 1) * sum(g or 0 for g in gather)
 
 
 def _requantized(
