@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -217,6 +218,24 @@ def _save_checkpoint(
     log.info("checkpoint at step %d", step)
 
 
+def _interrupt_once() -> None:
+    """Let Ctrl-C interrupt this agent once, then ignore it.
+
+    A terminal's Ctrl-C reaches an agent twice: directly (it signals the whole process group)
+    and again from the launcher, which forwards the signal to its workers as their death
+    signal. The second one can land while the interpreter runs its exit hooks, after the
+    launcher has put stderr back on the console, and print a KeyboardInterrupt traceback
+    there (seen: torch.library finalizers). Agents are processes of their own (spawned by the
+    elastic launcher or torchrun), so ignoring later interrupts only affects this teardown.
+    """
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+
+
 def agent_main(
     config_dict: dict[str, Any],
     job_factory: JobFactory | None = None,
@@ -225,6 +244,7 @@ def agent_main(
     progress: bool = True,
 ) -> dict[str, Any] | None:
     """Entry point of one agent process (local launcher and torchrun alike)."""
+    _interrupt_once()
     config = RunConfig.from_dict(config_dict)
     out = Path(config.out)
     # N agents on one machine share its cores; letting each use them all oversubscribes the
