@@ -1,0 +1,101 @@
+"""The local launcher: N agent processes on this machine through PyTorch's elastic launcher.
+
+The same machinery as ``torchrun`` (a c10d rendezvous on loopback, spawned workers); rank 0
+owns the console and the others log to ``OUT/logs/elastic``. A failed agent becomes one
+DdlaError, re-raised from what the agents recorded under ``OUT``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ddla.agent import JobFactory, agent_main
+from ddla.config import RunConfig
+from ddla.errors import AgentFailedError, DdlaError
+from ddla.runfiles import read_agent_errors
+
+_ERRORS: dict[str, type[DdlaError]] = {}
+
+
+def _error_types() -> dict[str, type[DdlaError]]:
+    """Every DdlaError subclass by name, to re-raise an agent's error in the launcher."""
+    if not _ERRORS:
+        stack: list[type[DdlaError]] = [DdlaError]
+        while stack:
+            cls = stack.pop()
+            _ERRORS[cls.__name__] = cls
+            stack.extend(cls.__subclasses__())
+    return _ERRORS
+
+
+def run_local(
+    cfg: RunConfig,
+    out: Path,
+    job_factory: JobFactory | None,
+    resume: bool,
+    faults: Any,
+    progress: bool,
+) -> None:
+    from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from ddla.testing import free_port
+
+    # The elastic agent logs every lifecycle event at INFO; our own progress bar is enough.
+    # Agent failures are reported by us in one line; the agent's traceback is in its log.
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    n = cfg.agents
+    launch_config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=n,
+        run_id=f"ddla-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{free_port()}",
+        rdzv_configs={"timeout": int(cfg.comm.timeout_s)},
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+        local_addr="127.0.0.1",
+        # Rank 0's stdout owns the console (progress bar); everything else goes to files
+        # under logs/elastic so a failure prints one clean line, not N tracebacks.
+        logs_specs=DefaultLogsSpecs(
+            log_dir=str(out / "logs" / "elastic"),
+            redirects={0: Std.ERR, **{r: Std.ALL for r in range(1, n)}},
+        ),
+    )
+    try:
+        elastic_launch(launch_config, agent_main)(
+            cfg.to_dict(), job_factory, resume, faults, progress
+        )
+    except ChildFailedError as exc:
+        raise _agent_failure(out, exc) from None
+    except SignalException as exc:
+        raise AgentFailedError(
+            f"interrupted by signal {exc.sigval.name}; all agents stopped",
+            help=f"continue with: ddla run --resume {out}"
+            if cfg.train.checkpoint_every
+            else "set train.checkpoint_every to be able to resume",
+        ) from None
+
+
+def _agent_failure(out: Path, exc: Exception) -> DdlaError:
+    """The root-cause error of a failed run, as the agents recorded it."""
+    records = read_agent_errors(out)
+    if records:
+        first = records[0]
+        cls = _error_types().get(first["type"], AgentFailedError)
+        prefix = "" if cls is not AgentFailedError else f"agent {first['rank']}: {first['type']}: "
+        return cls(prefix + first["message"], help=first.get("help") or f"see {out}/logs/")
+    failures = getattr(exc, "failures", {})
+    ranks = ", ".join(str(r) for r in sorted(failures)) or "?"
+    codes = {f.exitcode for f in failures.values()}
+    return AgentFailedError(
+        f"agent(s) {ranks} died (exit code {', '.join(map(str, sorted(codes)))})",
+        help=f"see the per-agent logs in {out}/logs/",
+    )
