@@ -75,8 +75,7 @@ def train(
     # Authenticate before any model or data flows; with secure aggregation the returned
     # Transport masks every averaged update.
     security = secure_join(config.security, transport, out)
-    if security is not None:
-        transport = security.transport
+    protection = security.protection if security is not None else None
     x_train, y_train = job.train
     parts = partition(config.data.partition, y_train.numpy(), world, tc.seed)
     shard = parts[rank]
@@ -109,7 +108,9 @@ def train(
         if job.optimizer is not None
         else build_optimizer(config.optim, model.parameters(), default=default_opt)
     )
-    strategy = build_strategy(config.sync, transport=transport, model=model, optimizer=optimizer)
+    strategy = build_strategy(
+        config.sync, transport=transport, model=model, optimizer=optimizer, protection=protection
+    )
     start = 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -133,7 +134,7 @@ def train(
         sink = JsonlSink(out / METRICS, append=resume)
         if config.tensorboard:
             sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
-    evaluator = Evaluator(job, config, transport, sink)
+    evaluator = Evaluator(job, config, strategy.aggregator, sink)
     train_model = strategy.train_model
     train_model.train()
     bar = ConsoleProgress(

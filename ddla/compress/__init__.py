@@ -27,7 +27,6 @@ from ddla.compress.identity import Identity
 from ddla.compress.int4 import Int4
 from ddla.compress.int8 import Int8
 from ddla.compress.powersgd import PowerSGD
-from ddla.compress.reduce import compressed_all_reduce
 from ddla.compress.topk import TopK
 from ddla.errors import ConfigError
 
@@ -109,7 +108,6 @@ __all__ = [
     "PowerSGD",
     "TopK",
     "build_compressor",
-    "compressed_all_reduce",
     "pack",
     "unpack",
 ]

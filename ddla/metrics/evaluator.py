@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ddla.metrics.meters import evaluate
-from ddla.models import averaged_copy
 
 if TYPE_CHECKING:
+    from ddla.aggregate import Aggregator
     from ddla.comm import Transport
     from ddla.config import RunConfig
     from ddla.job import Job
@@ -51,9 +51,16 @@ class Evaluator:
     """Per-agent and global (merged-model) evaluation; rank 0 writes the JSONL lines."""
 
     def __init__(
-        self, job: Job, config: RunConfig, transport: Transport, sink: JsonlSink | TeeSink | None
+        self,
+        job: Job,
+        config: RunConfig,
+        aggregator: Aggregator,
+        sink: JsonlSink | TeeSink | None,
     ) -> None:
-        self.job, self.config, self.transport, self.sink = job, config, transport, sink
+        """``aggregator`` merges the agents' models (masked when secure aggregation is on)."""
+        self.job, self.config, self.sink = job, config, sink
+        self.aggregator = aggregator
+        self.transport = aggregator.transport
         self.global_model = copy.deepcopy(job.model)
         self.merged_state: dict[str, torch.Tensor] = {}
         self.last: dict[str, Any] = {}
@@ -64,7 +71,7 @@ class Evaluator:
         local = evaluate(model, x, y, num_classes=nc) if self.config.train.eval_agents else {}
         row = agent_row(step, self.transport.rank, local, self.transport, timer)
         rows = self.transport.all_gather_object(row, tag="eval")
-        self.merged_state = averaged_copy(model, self.transport, tag="eval")
+        self.merged_state = self.aggregator.average_state(model, tag="eval")
         if self.transport.rank != 0:
             return {}
         self.global_model.load_state_dict(self.merged_state)

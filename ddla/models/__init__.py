@@ -2,14 +2,13 @@
 
 from ddla.models.config import ModelConfig
 from ddla.models.export import load_model, save_model
-from ddla.models.merge import average_state_dicts, averaged_copy
+from ddla.models.merge import average_state_dicts
 from ddla.models.zoo import MODELS, build_model
 
 __all__ = [
     "MODELS",
     "ModelConfig",
     "average_state_dicts",
-    "averaged_copy",
     "build_model",
     "load_model",
     "save_model",

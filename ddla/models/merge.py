@@ -1,4 +1,6 @@
-"""Merge agents' models into one: (weighted) parameter averaging over the Transport.
+"""Merge models into one: (weighted) parameter averaging of state dicts, no peers needed.
+
+Merging live agents' models over the Transport is :meth:`ddla.aggregate.Aggregator.average_state`.
 
 Example (pure function, no peers needed):
     >>> import torch
@@ -10,12 +12,8 @@ Example (pure function, no peers needed):
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from ddla.comm import Transport
 
 
 def average_state_dicts(
@@ -32,24 +30,3 @@ def average_state_dicts(
         else:
             out[key] = first.clone()
     return out
-
-
-def averaged_copy(model: torch.nn.Module, transport: Transport, *, tag: str = "eval") -> dict:
-    """The mean of every agent's floating-point state, as a new state dict (collective call).
-
-    All entries travel in one flat buffer: one all-reduce instead of one per tensor.
-    """
-    state = model.state_dict()
-    keys = [k for k, v in state.items() if v.is_floating_point()]
-    merged = {k: v.detach().clone() for k, v in state.items()}
-    if transport.world_size == 1 or not keys:
-        return merged
-    flat = torch.cat([state[k].detach().reshape(-1).float() for k in keys])
-    transport.all_reduce(flat, op="sum", tag=tag)
-    flat /= transport.world_size
-    offset = 0
-    for k in keys:
-        n = state[k].numel()
-        merged[k] = flat[offset : offset + n].view_as(state[k]).to(state[k].dtype)
-        offset += n
-    return merged

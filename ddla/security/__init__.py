@@ -14,7 +14,6 @@ from ddla.security.identity import Session, handshake
 from ddla.security.policy import AccessPolicy, Decision, PolicyEnforcer
 from ddla.security.secagg import SecureAggregator
 from ddla.security.secret import fingerprint, generate_secret, load_secret, write_secret
-from ddla.security.transport import SecureTransport
 
 __all__ = [
     "AccessPolicy",
@@ -24,7 +23,6 @@ __all__ = [
     "Envelope",
     "PolicyEnforcer",
     "SecureAggregator",
-    "SecureTransport",
     "SecurityConfig",
     "Session",
     "audit_key",

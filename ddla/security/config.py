@@ -80,3 +80,7 @@ def check_run(config: RunConfig) -> None:
             "security.secure_aggregation needs security.enabled=true",
             help="the pairwise masks come from keys agreed when agents authenticate",
         )
+    if sec.secure_aggregation:
+        from ddla.aggregate.maskable import refuse_unmaskable
+
+        refuse_unmaskable(config.sync.compress)

@@ -2,8 +2,9 @@
 
 :func:`secure_join` is the agent's first act after its Transport exists: load the run secret,
 authenticate over the rendezvous Store, open the audit log, and hand back an
-:class:`AgentSecurity` holding the sealing envelope, the (optionally secure-aggregating)
-Transport, and the data-sharing steps. Nothing else flows before it returns.
+:class:`AgentSecurity` holding the sealing envelope, the :class:`~ddla.aggregate.Protection`
+its aggregation applies (masking, audit), and the data-sharing steps. Nothing else flows
+before it returns.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from ddla.security.envelope import Envelope
 from ddla.security.identity import Session, handshake
 from ddla.security.secagg import SecureAggregator
 from ddla.security.secret import fingerprint, load_secret
-from ddla.security.transport import SecureTransport
 
 if TYPE_CHECKING:
+    from ddla.aggregate import Protection
     from ddla.comm import Transport
     from ddla.data.sharing import DataOwner
     from ddla.security.config import SecurityConfig
@@ -40,7 +41,8 @@ class AgentSecurity:
 
     session: Session
     envelope: Envelope
-    transport: SecureTransport
+    transport: Transport
+    protection: Protection
     audit: AuditLog | None
     config: SecurityConfig
 
@@ -96,7 +98,7 @@ class AgentSecurity:
     def close(self) -> None:
         """Record the agent's departure (durably, which also syncs earlier events)."""
         if self.audit is not None:
-            agg = self.transport.aggregator
+            agg = self.protection.masking
             self.audit.append("leave", secure_rounds=agg.round if agg else 0)
 
 
@@ -143,13 +145,16 @@ def secure_join(
     if audit is not None:
         audit.append("join", members=list(session.members), secret=fingerprint(secret))
     log.info("authenticated with %d agents (secret %s)", world, fingerprint(secret))
-    aggregator = (
+    from ddla.aggregate import Protection
+
+    masking = (
         SecureAggregator(session, frac_bits=config.frac_bits) if config.secure_aggregation else None
     )
     return AgentSecurity(
         session=session,
         envelope=Envelope(session, audit=audit),
-        transport=SecureTransport(transport, aggregator=aggregator, audit=audit),
+        transport=transport,
+        protection=Protection(masking=masking, audit=audit),
         audit=audit,
         config=config,
     )

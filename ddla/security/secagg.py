@@ -133,6 +133,11 @@ class SecureAggregator:
         self.round = 0
         self.seeds = {p: session.pair_key(p, "secagg") for p in session.members if p != self.rank}
 
+    def next_round(self) -> int:
+        """The round for the next masked call (fresh masks per call; never reused)."""
+        self.round += 1
+        return self.round - 1
+
     def masked(self, x: torch.Tensor, *, round: int) -> torch.Tensor:
         """This agent's contribution for ``round``: encoded and masked (int64, looks random)."""
         enc = encode(x, frac_bits=self.frac_bits, ring_bits=self.ring_bits)
@@ -173,8 +178,7 @@ class SecureAggregator:
         """
         if op not in ("sum", "avg"):
             raise SecurityError(f"secure aggregation supports sum and avg, not {op!r}")
-        contribution = self.masked(x, round=self.round)
-        self.round += 1
+        contribution = self.masked(x, round=self.next_round())
         transport.all_reduce(contribution, op="sum", tag=tag, timeout_s=timeout_s)
         result = self.decode(contribution)
         if op == "avg":

@@ -20,6 +20,7 @@ from ddla.sync.streaming_diloco import StreamingDiLoCo
 if TYPE_CHECKING:
     import torch
 
+    from ddla.aggregate import Protection
     from ddla.comm import Transport
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -36,10 +37,14 @@ def build_strategy(
     transport: Transport,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
+    protection: Protection | None = None,
 ) -> Strategy:
-    """Build the strategy named by ``config.strategy`` around a model and its optimizer."""
+    """Build the strategy named by ``config.strategy`` around a model and its optimizer;
+    ``protection`` (masking, audit) is the security layer of its aggregation."""
     cls = STRATEGIES[config.strategy]
-    return cls(transport=transport, model=model, optimizer=optimizer, config=config)
+    return cls(
+        transport=transport, model=model, optimizer=optimizer, config=config, protection=protection
+    )
 
 
 __all__ = ["STRATEGIES", "Strategy", "SyncConfig", "build_strategy"]

@@ -5,19 +5,20 @@ overlaps backward). With one agent there is nothing to average and the model is 
 
 Two paths, chosen by what must see the gradients:
 
-- **Fast path** (no compression, and a Transport that need not see payloads: no link
-  emulation, no secure aggregation): DDP's built-in C++ all-reduce, and the
+- **Fast path** (no compression, and an aggregator that need not see payloads: no link
+  emulation, no secure aggregation, no audit): DDP's built-in C++ all-reduce, and the
   Transport *accounts* one all-reduce of the gradient bytes per step (same ring model). Any
   Python communication hook costs a GIL hand-off per bucket from gloo's thread
   (``benchmarks/ddp_hook_cost.py``, 4 agents on 2 cores: +5% per step, ~+33% under heavy
   load; nothing measurable at 2 agents).
   Here the Transport measures no in-flight time: the all-reduce overlaps backward inside DDP.
-- **Hook path**: a communication hook routes every bucket through the Transport
-  (``all_reduce_async``), so link emulation delays it, secure aggregation masks it, and its
+- **Hook path**: a communication hook routes every bucket through the
+  :class:`~ddla.aggregate.Aggregator` (``bucket_sum``: the Transport's ``all_reduce_async``),
+  so link emulation delays it, secure aggregation masks it, the audit log records it, and its
   time in flight is measured.
 
 With ``sync.compress`` set, the hook instead averages each bucket's per-parameter gradients
-with :func:`~ddla.compress.compressed_all_reduce` (fp16/bf16 as a low-precision all-reduce,
+with :meth:`~ddla.aggregate.Aggregator.mean` (fp16/bf16 as a low-precision all-reduce,
 int8/int4 as a reduce-scatter + all-gather of quantized chunks, top-k/PowerSGD as an
 all-gather of payloads, error feedback keyed per bucket and
 parameter). That call is synchronous, so compressed buckets do not overlap backward.
@@ -30,33 +31,29 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from ddla.compress import Compressor, build_compressor, compressed_all_reduce
 from ddla.sync.base import Strategy
 
 if TYPE_CHECKING:
-    from ddla.comm import Transport
+    from ddla.aggregate import Aggregator
 
 
 # DDP inspects the hook's signature and rejects string annotations (this module uses postponed
 # evaluation), so ``bucket`` and the return value stay unannotated: GradBucket -> Future[Tensor].
-def _transport_allreduce_hook(transport: Transport, bucket):
-    """DDP comm hook: mean of the bucket's gradients over agents, through the Transport."""
+def _bucket_hook(aggregator: Aggregator, bucket):
+    """DDP comm hook: mean of the bucket's gradients over agents, through the aggregator."""
     buffer = bucket.buffer()
     # Divide before summing (as DDP's default hook does) so fp32 sums stay in range.
-    buffer.div_(transport.world_size)
-    return transport.all_reduce_async(buffer, tag="train")
+    buffer.div_(aggregator.transport.world_size)
+    return aggregator.bucket_sum(buffer, tag="train")
 
 
-def _compressed_hook(state: tuple[Transport, Compressor, bool], bucket):  # see the note above
-    """DDP comm hook: mean of the bucket's gradients through a compressor."""
-    transport, compressor, scatter = state
+def _compressed_hook(aggregator: Aggregator, bucket):  # see the note above
+    """DDP comm hook: mean of the bucket's gradients through the aggregator's compressor."""
     grads = bucket.gradients()
     # DDP may rebuild buckets after the first step; keys carry the index and the stateful
     # compressors reset a key's state when its shape changes.
     keys = [f"b{bucket.index()}.{i}" for i in range(len(grads))]
-    mean = compressed_all_reduce(
-        transport, grads, compressor, tag="train", keys=keys, scatter=scatter
-    )
+    mean = aggregator.mean(grads, keys=keys, tag="train")
     buffer = bucket.buffer()
     buffer.copy_(torch.cat([m.reshape(-1) for m in mean]).to(buffer.dtype))
     done: torch.futures.Future[torch.Tensor] = torch.futures.Future()
@@ -79,7 +76,6 @@ class AllReduce(Strategy):
         super().__init__(**kwargs)
         self._ddp: torch.nn.Module | None = None
         self._grad_bytes = 0
-        self.compressor = build_compressor(self.config.compress)
         if self.transport.world_size > 1:
             ddp = DistributedDataParallel(
                 self.model,
@@ -89,10 +85,9 @@ class AllReduce(Strategy):
                 broadcast_buffers=True,
             )
             if self.config.compress != "none":
-                scatter = self.config.quantized_reduce == "scatter"
-                ddp.register_comm_hook((self.transport, self.compressor, scatter), _compressed_hook)
-            elif self.transport.intercepts_payloads:
-                ddp.register_comm_hook(self.transport, _transport_allreduce_hook)
+                ddp.register_comm_hook(self.aggregator, _compressed_hook)
+            elif self.aggregator.sees_payloads:
+                ddp.register_comm_hook(self.aggregator, _bucket_hook)
             else:
                 self._grad_bytes = sum(
                     p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad

@@ -2,7 +2,9 @@
 
 A strategy never owns the training loop. It is built around the agent's model and optimizer,
 hooks the optimizer's step (a step post-hook, as torchft's LocalSGD does) and talks to peers only
-through the :class:`~ddla.comm.Transport`, so byte accounting and link emulation see everything.
+through the :class:`~ddla.comm.Transport` and combines updates through an
+:class:`~ddla.aggregate.Aggregator`, so byte accounting, link emulation, masking and auditing
+see everything.
 Pure math (averaging, pseudo-gradients, fragment schedules) lives in plain functions that need no
 process group, so it can be tested alone.
 
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     import torch
 
+    from ddla.aggregate import Protection
     from ddla.comm import Transport
     from ddla.sync.config import SyncConfig
 
@@ -49,8 +52,20 @@ class Strategy:
         model: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         config: SyncConfig,
+        protection: Protection | None = None,
     ) -> None:
+        from ddla.aggregate import Aggregator
+        from ddla.compress import build_compressor
+
         self.transport = transport
+        #: Every mean this strategy takes goes through here (compressed, masked, audited).
+        self.aggregator = Aggregator(
+            transport,
+            compressor=build_compressor(config.compress),
+            scatter=config.quantized_reduce == "scatter",
+            protection=protection,
+        )
+        self.compressor = self.aggregator.compressor
         self.model = model
         self.optimizer = optimizer
         self.config = config

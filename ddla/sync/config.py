@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ddla.errors import ConfigError
 
-#: ``sync.quantized_reduce`` values; see :func:`ddla.compress.compressed_all_reduce`.
+#: ``sync.quantized_reduce`` values; see :func:`ddla.aggregate.compressed_mean`.
 QUANTIZED_REDUCE = ("scatter", "gather")
 
 

@@ -4,13 +4,13 @@ Each agent trains alone with its own (inner) optimizer. The strategy keeps a *gl
 the parameters, identical on every agent, cut into fragments (one for local SGD and DiLoCo).
 When a fragment is due (:func:`~ddla.sync.fragments.due_fragments`), every agent computes its
 pseudo-gradient ``global - local`` for that fragment, the agents average it with
-:func:`~ddla.compress.compressed_all_reduce` (so any compressor applies, and error feedback keys
-are per fragment tensor), the outer optimizer applies the mean to the global copy, and the
-local fragment is replaced by the global one — at once, or ``overlap`` steps later mixed with
-the local value (streaming DiLoCo). Floating-point buffers (e.g. BatchNorm statistics) are
-averaged uncompressed with fragment 0. :meth:`finish` synchronizes every fragment that moved
-since its last sync, so all agents end with identical parameters. With one agent nothing is
-sent and the outer optimizer still runs.
+:class:`~ddla.aggregate.Aggregator` (so any compressor applies, masking and auditing when on,
+and error feedback keys are per fragment tensor), the outer optimizer applies the mean to the
+global copy, and the local fragment is replaced by the global one — at once, or ``overlap``
+steps later mixed with the local value (streaming DiLoCo). Floating-point buffers (e.g.
+BatchNorm statistics) are averaged uncompressed with fragment 0. :meth:`finish` synchronizes
+every fragment that moved since its last sync, so all agents end with identical parameters.
+With one agent nothing is sent and the outer optimizer still runs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from ddla.compress import build_compressor, compressed_all_reduce
 from ddla.sync.base import Strategy
 from ddla.sync.fragments import due_fragments, split_fragments
 from ddla.sync.outer import build_outer_optimizer, mix, outer_step, pseudo_gradient
@@ -43,7 +42,6 @@ class PeriodicOuterSync(Strategy):
         self.every: int = self.config.every
         self.overlap: int = s["overlap"]
         self.mix_alpha: float = s["mix"]
-        self.compressor = build_compressor(self.config.compress)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self._broadcast_initial()
         self.fragments = split_fragments([tuple(p.shape) for p in self.params], s["fragments"])
@@ -95,14 +93,7 @@ class PeriodicOuterSync(Strategy):
         views = self._views(f)
         grads = pseudo_gradient(self.anchor[f], views)
         keys = [f"{f}.{i}" for i in range(len(views))]
-        mean = compressed_all_reduce(
-            self.transport,
-            grads,
-            self.compressor,
-            tag="train",
-            keys=keys,
-            scatter=self.config.quantized_reduce == "scatter",
-        )
+        mean = self.aggregator.mean(grads, keys=keys, tag="train")
         outer_step(self.outer, self.anchor[f], mean)
         self.last_sync[f] = step
         if f == 0:
@@ -126,7 +117,7 @@ class PeriodicOuterSync(Strategy):
         if self.transport.world_size == 1 or not buffers:
             return
         flat = torch.cat([b.reshape(-1).float() for b in buffers])
-        self.transport.all_reduce(flat, op="avg", tag="train")
+        self.aggregator.mean_(flat, tag="train")
         offset = 0
         for b in buffers:
             b.copy_(flat[offset : offset + b.numel()].view_as(b))

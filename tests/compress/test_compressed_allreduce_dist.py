@@ -9,8 +9,9 @@ import math
 import pytest
 import torch
 
+from ddla.aggregate import compressed_mean
 from ddla.comm import Transport
-from ddla.compress import build_compressor, compressed_all_reduce
+from ddla.compress import build_compressor
 from ddla.testing import run_agents
 
 SPECS = ["none", "fp16", "bf16", "int8", "int4:64", "topk:0.1", "powersgd:2", "topk:0.2+int8"]
@@ -31,7 +32,7 @@ def _agent(transport: Transport) -> dict[str, object]:
         for call in range(2):  # a second call exercises error feedback and warm starts
             before = transport.stats.totals("train")["bytes_sent"]
             xs = _inputs(transport.rank, call)
-            results.append(compressed_all_reduce(transport, xs, compressor, scatter=spec != GATHER))
+            results.append(compressed_mean(transport, xs, compressor, scatter=spec != GATHER))
             sent.append(transport.stats.totals("train")["bytes_sent"] - before)
         out[spec] = (results, sent)
     return out
@@ -140,7 +141,7 @@ def test_one_agent_sends_nothing_and_returns_inputs():
     with Transport.single() as transport:
         for spec in SPECS:
             xs = _inputs(0, 0)
-            out = compressed_all_reduce(transport, xs, build_compressor(spec))
+            out = compressed_mean(transport, xs, build_compressor(spec))
             for a, b in zip(out, xs, strict=True):
                 assert torch.equal(a, b)
         assert transport.stats.totals()["bytes_sent"] == 0
@@ -148,4 +149,4 @@ def test_one_agent_sends_nothing_and_returns_inputs():
 
 def test_keys_must_match_tensors():
     with Transport.single() as transport, pytest.raises(ValueError, match="keys"):
-        compressed_all_reduce(transport, [torch.ones(2)], build_compressor("int8"), keys=["a", "b"])
+        compressed_mean(transport, [torch.ones(2)], build_compressor("int8"), keys=["a", "b"])

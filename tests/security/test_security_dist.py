@@ -19,7 +19,6 @@ from ddla.security.envelope import Envelope
 from ddla.security.identity import handshake
 from ddla.security.policy import AccessPolicy, PolicyEnforcer
 from ddla.security.secagg import SecureAggregator
-from ddla.security.transport import SecureTransport
 from ddla.testing import run_agents
 
 pytestmark = pytest.mark.dist
@@ -63,7 +62,7 @@ def _life(transport, run_dir):
         "pool": _pool(transport, run_dir),
         "pulls": _pulls(transport, run_dir),
         "secagg": _secure_mean(transport),
-        "proxy": _secure_transport(transport),
+        "layer": _secure_layer(transport),
     }
 
 
@@ -212,23 +211,30 @@ def _secure_mean(transport):
     )
 
 
-def _secure_transport(transport):
+def _secure_layer(transport):
+    from ddla.aggregate import Aggregator, Protection
+
     session = _join(transport, [SECRET] * transport.world_size)
-    secure = SecureTransport(transport, aggregator=SecureAggregator(session))
+    agg = Aggregator(transport, protection=Protection(masking=SecureAggregator(session)))
     torch.manual_seed(10 + transport.rank)
     x = torch.randn(300)
     plain = transport.all_reduce(x.clone(), op="avg", tag="plain")
-    via_avg = secure.all_reduce(x.clone(), op="avg")
-    via_hook = secure.all_reduce_async(x.clone()).wait() / transport.world_size
-    ints = secure.all_reduce(torch.arange(3), op="max")  # not averaged: passes through plainly
-    return plain, via_avg, via_hook, ints
+    before = transport.stats.totals("masked")["bytes_sent"]
+    via_mean = agg.mean([x.clone()], tag="masked")[0]
+    via_mean_ = agg.mean_(x.clone(), tag="masked")
+    via_hook = agg.bucket_sum(x.clone(), tag="masked").wait() / transport.world_size
+    masked_bytes = transport.stats.totals("masked")["bytes_sent"] - before
+    return plain, via_mean, via_mean_, via_hook, masked_bytes, transport.stats.totals("plain")
 
 
-def test_secure_transport_reroutes_averages(life):
-    for plain, via_avg, via_hook, ints in (o["proxy"] for o in life[0]):
-        torch.testing.assert_close(via_avg, plain, atol=1e-6, rtol=0)
-        torch.testing.assert_close(via_hook, plain, atol=1e-6, rtol=0)
-        assert ints.tolist() == [0, 1, 2]
+def test_secure_aggregation_layer_masks_every_mean(life):
+    for plain, via_mean, via_mean_, via_hook, masked_bytes, plain_totals in (
+        o["layer"] for o in life[0]
+    ):
+        for secure in (via_mean, via_mean_, via_hook):
+            torch.testing.assert_close(secure, plain, atol=1e-6, rtol=0)
+        # Three masked means of the fp32 path, each an int64 all-reduce: 2x the plain bytes.
+        assert masked_bytes == 3 * 2 * plain_totals["bytes_sent"]
 
 
 def test_secure_all_reduce_matches_plain_and_costs_2x(life):
@@ -240,15 +246,20 @@ def test_secure_all_reduce_matches_plain_and_costs_2x(life):
 
 
 def _local_sgd(transport, secure):
+    from ddla.aggregate import Protection
     from ddla.sync import SyncConfig, build_strategy
 
     session = _join(transport, [SECRET] * transport.world_size)
-    t = SecureTransport(transport, aggregator=SecureAggregator(session)) if secure else transport
+    protection = Protection(masking=SecureAggregator(session)) if secure else None
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     strategy = build_strategy(
-        SyncConfig(strategy="local_sgd", every=5), transport=t, model=model, optimizer=opt
+        SyncConfig(strategy="local_sgd", every=5),
+        transport=transport,
+        model=model,
+        optimizer=opt,
+        protection=protection,
     )
     gen = torch.Generator().manual_seed(transport.rank)
     for _ in range(20):

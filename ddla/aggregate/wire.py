@@ -1,4 +1,6 @@
-"""The compressed all-reduce: the mean over agents of tensors, with what travels compressed.
+"""Wire schemes for a mean over agents, with what travels compressed (unmasked).
+
+Used by :class:`~ddla.aggregate.Aggregator`; the masked schemes are in :mod:`ddla.aggregate.secure`.
 
 Three schemes, chosen by the compressor (the reasoning is in ``docs/compression.md``):
 
@@ -34,13 +36,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ddla.compress.base import Compressor, pack, unpack
+from ddla.compress import Compressor, pack, unpack
 
 if TYPE_CHECKING:
     from ddla.comm import Transport
 
 
-def compressed_all_reduce(
+def compressed_mean(
     transport: Transport,
     tensors: Sequence[torch.Tensor],
     compressor: Compressor,
@@ -63,7 +65,7 @@ def compressed_all_reduce(
         >>> from ddla.compress import build_compressor
         >>> from ddla.comm import Transport
         >>> with Transport.single() as t:
-        ...     out = compressed_all_reduce(t, [torch.ones(3)], build_compressor("int8"))
+        ...     out = compressed_mean(t, [torch.ones(3)], build_compressor("int8"))
         >>> out[0].tolist()
         [1.0, 1.0, 1.0]
     """
