@@ -6,8 +6,9 @@ on this machine) or by ``torchrun`` on several machines::
     torchrun --nnodes 2 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \\
         -m ddla.agent --config run.yaml --set data.dataset=digits
 
-Life of one step: batch from this agent's shard -> forward/backward -> optimizer step (the
-strategy's post-hook synchronizes, through the Transport) -> meters -> sinks.
+Life of one step: the loop calls this agent's :class:`~ddla.compute.Compute` (a data-parallel
+replica: batch from this agent's shard -> forward/backward -> optimizer step, whose post-hook
+lets the strategy synchronize through its Aggregator and the Transport) -> meters -> sinks.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from ddla.checkpoint import (
     write_agent_state,
 )
 from ddla.comm import Transport
+from ddla.compute import Replica
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.data.sharing import parse_share
@@ -135,8 +137,13 @@ def train(
         if config.tensorboard:
             sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
     evaluator = Evaluator(job, config, strategy.aggregator, sink)
-    train_model = strategy.train_model
-    train_model.train()
+    strategy.train_model.train()
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        idx = torch.from_numpy(batches.batch(step))  # batches and data grow with pulls
+        return x_train[idx], y_train[idx]
+
+    compute = Replica(strategy=strategy, optimizer=optimizer, loss=job.loss, batch=batch)
     bar = ConsoleProgress(
         total=tc.steps,
         description=f"{config.sync.strategy} x{world}",
@@ -146,12 +153,8 @@ def train(
         with bar:
             bar.update(start)
             for step in range(start, tc.steps):
-                idx = torch.from_numpy(batches.batch(step))
                 timer.begin_step()
-                optimizer.zero_grad(set_to_none=True)
-                loss = job.loss(train_model(x_train[idx]), y_train[idx])
-                loss.backward()
-                optimizer.step()  # the strategy synchronizes in its step post-hook
+                loss = compute(step)
                 timer.end_step()
                 done = step + 1
                 if faults is not None:

@@ -7,7 +7,7 @@ the run is refused before any agent starts (fail closed), saying why:
 
 Example:
     >>> refuse_unmaskable("int8")  # accepted: returns None
-    >>> refuse_unmaskable("topk:0.01")
+    >>> refuse_unmaskable("topk:0.01")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ddla.errors.ConfigError: security.secure_aggregation cannot mask sync.compress=topk:0.01: ...
