@@ -210,7 +210,7 @@ def test_blockwise_payload_nbytes_is_exact(spec):
 
 
 def test_reduce_scatter_only_when_it_sends_fewer_bytes():
-    from ddla.compress.reduce import _scatter_sends_less
+    from ddla.aggregate.wire import _scatter_sends_less
 
     int8 = build_compressor("int8")
     big = [torch.zeros(300, 200), torch.zeros(200)]
