@@ -199,7 +199,7 @@ def join(
         console.print(summary_table(result))
         console.print(f"report: {Path(result['model_path']).parent / 'report.html'}")
     else:
-        console.print(node_summary_line(result))
+        console.print(node_summary_line(result), soft_wrap=True, highlight=False)
 
 
 @app.command("partition")

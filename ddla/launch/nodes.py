@@ -90,8 +90,9 @@ def join(
     Elsewhere returns this node's ``node.json`` record (its ranks and where rank 0 ran).
     ``is_host``, ``local_addr`` and ``ifname`` override what :func:`plan_node` works out.
     """
-    cfg = join_config(config_file, overrides or [], nodes=nodes, agents_per_node=agents_per_node)
+    # The network first: a wrong address is the likeliest mistake and needs nothing else.
     plan = plan_node(rendezvous, nodes=nodes, is_host=is_host, local_addr=local_addr, ifname=ifname)
+    cfg = join_config(config_file, overrides or [], nodes=nodes, agents_per_node=agents_per_node)
     print(plan.describe(), file=sys.stderr, flush=True)
     preflight(plan, cfg.comm.timeout_s)
     out = Path(cfg.out)

@@ -59,9 +59,21 @@ def why_not() -> str | None:
     return None
 
 
+def remove_stale() -> None:
+    """Remove namespaces an earlier test run left when it was killed (its pid is gone)."""
+    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False)
+    for line in listing.stdout.splitlines():
+        name = line.split()[0] if line.strip() else ""
+        parts = name.split("-")
+        owner = parts[2] if name.startswith("ddla-mh-") and len(parts) > 2 else ""
+        if owner.isdigit() and not os.path.exists(f"/proc/{owner}"):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True, check=False)
+
+
 @contextlib.contextmanager
 def two_hosts(rate: str | None = None) -> Iterator[TwoHosts]:
     """Create the two namespaces (link shaped by ``tc tbf`` at ``rate`` when given)."""
+    remove_stale()
     tag = f"{os.getpid()}-{uuid.uuid4().hex[:6]}"
     names = (f"ddla-mh-{tag}-0", f"ddla-mh-{tag}-1")
     short = uuid.uuid4().hex[:8]  # interface names are at most 15 characters
