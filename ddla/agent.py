@@ -31,6 +31,7 @@ from ddla.checkpoint import (
     write_agent_state,
 )
 from ddla.comm import Transport
+from ddla.comm.agree import agree_on_config, state_sha256
 from ddla.compute import Replica
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
@@ -178,6 +179,8 @@ def train(
                 )
             strategy.finish()
             evaluator(tc.steps, model, timer)
+            # The same line on every machine: compare them to check all agents ended alike.
+            log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
         strategy.close()
         if sink is not None:
@@ -259,6 +262,10 @@ def agent_main(
     transport.emulate_links(config.comm.link, config.comm.link_overrides, clock=config.comm.clock)
     _setup_logging(out, transport.rank)
     try:
+        agree_on_config(
+            transport.store, rank=transport.rank, world_size=transport.world_size,
+            config=config.to_dict(),
+        )  # fmt: skip
         job = job_factory() if job_factory is not None else job_from_config(config)
         return train(job, config, transport, resume=resume, faults=faults, progress=progress)
     except BaseException as exc:

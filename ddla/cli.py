@@ -3,6 +3,7 @@
 ddla run --agents 4 --strategy allreduce --dataset fashion-mnist --model mlp
 ddla run --config run.yaml --set sync.every=50
 ddla run --resume runs/latest
+ddla join --rendezvous 10.0.0.1:29400 --nodes 2 --agents-per-node 2 --config run.yaml
 ddla partition --dataset digits --agents 8 --partition dirichlet:0.3
 ddla eval runs/latest/model.safetensors --dataset mnist1d
 ddla report runs/latest --tensorboard
@@ -148,6 +149,57 @@ def run(
     )
     console.print(summary_table(summary))
     console.print(f"report: {Path(summary['model_path']).parent / 'report.html'}")
+
+
+@app.command()
+@guarded
+def join(
+    rendezvous: Annotated[
+        str, typer.Option(help="HOST:PORT of the first machine; the same on every machine.")
+    ],
+    nodes: Annotated[int, typer.Option(help="Number of machines in the run.")],
+    agents_per_node: Annotated[int, typer.Option(help="Agents on this machine.")] = 1,
+    config: Annotated[Path | None, typer.Option(help="YAML or TOML run file.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any setting: --set sync.every=50 (repeatable)."),
+    ] = None,
+    out: Annotated[str | None, typer.Option(help="This machine's run directory.")] = None,
+    run_id: Annotated[str, typer.Option(help="Name of the run; the same on every machine.")] = (
+        "ddla"
+    ),
+    host: Annotated[
+        bool | None,
+        typer.Option(
+            "--host/--no-host",
+            help="Host the rendezvous here (default: when the endpoint is this machine's).",
+        ),
+    ] = None,
+    local_addr: Annotated[
+        str | None,
+        typer.Option(help="Address to advertise (default: the one routing to the endpoint)."),
+    ] = None,
+    ifname: Annotated[
+        str | None,
+        typer.Option(help="gloo's network interface (default: the one holding --local-addr)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
+) -> None:
+    """Run this machine's agents of a run across machines (one command on each machine)."""
+    from ddla.launch.nodes import join as join_run
+    from ddla.launch.nodes import node_summary_line
+
+    overrides = [*([f"out={out}"] if out else []), *(set_ or [])]
+    result = join_run(
+        rendezvous=rendezvous, nodes=nodes, agents_per_node=agents_per_node, config_file=config,
+        overrides=overrides, run_id=run_id, is_host=host, local_addr=local_addr, ifname=ifname,
+        progress=progress,
+    )  # fmt: skip
+    if "final" in result:
+        console.print(summary_table(result))
+        console.print(f"report: {Path(result['model_path']).parent / 'report.html'}")
+    else:
+        console.print(node_summary_line(result), soft_wrap=True, highlight=False)
 
 
 @app.command("partition")

@@ -17,14 +17,16 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ddla.agent import JobFactory, agent_main
 from ddla.checkpoint import verify_checkpoint
 from ddla.config import RunConfig
 from ddla.errors import ConfigError
 from ddla.launch.local import run_local
 from ddla.runfiles import CONFIG, prepare_run_dir, read_summary
+
+if TYPE_CHECKING:  # importing ddla.agent here would break `python -m ddla.agent` (runpy)
+    from ddla.agent import JobFactory
 
 log = logging.getLogger("ddla.launch")
 
@@ -84,6 +86,8 @@ def launch(
     cfg = resolve_config(config, config_file, overrides, resume)
     out = Path(cfg.out)
     if under_torchrun():
+        from ddla.agent import agent_main
+
         rank = int(os.environ["RANK"])
         prepare_run_dir(out, fresh=resume is None and rank == 0)
         if rank == 0:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ddla.agent import JobFactory, agent_main
 from ddla.config import RunConfig
 from ddla.errors import AgentFailedError, DdlaError
 from ddla.runfiles import read_agent_errors
+
+if TYPE_CHECKING:
+    from ddla.agent import JobFactory
 
 _ERRORS: dict[str, type[DdlaError]] = {}
 
@@ -44,6 +46,7 @@ def run_local(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from ddla.agent import agent_main
     from ddla.testing import free_port
 
     # The elastic agent logs every lifecycle event at INFO; our own progress bar is enough.
