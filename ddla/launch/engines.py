@@ -18,11 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -122,6 +123,21 @@ def agent_failure(out: Path, engine: str, exc: BaseException) -> DdlaError:
     return AgentFailedError(
         f"the {engine} job failed: {detail[:300]}", help=f"see the per-agent logs in {out}/logs/"
     )
+
+
+@contextlib.contextmanager
+def agent_output(out: Path, engine: str, rank: int) -> Iterator[None]:
+    """Send this agent's Python-level stdout/stderr (warnings, prints) to a file of its own,
+    ``OUT/logs/<engine>/agent<rank>.out``, as the local launcher does, so the console holds
+    ddla's lines only. The engine's workers run one agent per process, so this is safe."""
+    path = out / "logs" / engine / f"agent{rank}.out"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        path.open("a") as sink,
+        contextlib.redirect_stdout(sink),
+        contextlib.redirect_stderr(sink),
+    ):
+        yield
 
 
 def interrupted(cfg: RunConfig, out: Path) -> AgentFailedError:
