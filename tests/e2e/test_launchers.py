@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from e2e_helpers import FAST, cli, descendants
+from e2e_helpers import FAST, ROOT, cli, descendants
 from safetensors.torch import load_file
 
 import ddla
@@ -68,12 +71,18 @@ def _wait_for_no_descendants(grace_s: float = 60.0) -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def local_runs(tmp_path_factory) -> dict[str, Path]:
-    """The local launcher's runs: the reference every engine must reproduce."""
+def local_run(tmp_path_factory):
+    """The local launcher's run of a job, run once per module: what every engine must match."""
     root = tmp_path_factory.mktemp("local")
-    for name, job in JOBS.items():
-        ddla.launch(overrides=[*job, f"out={root / name}"], progress=False)
-    return {name: root / name for name in JOBS}
+    done: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in done:
+            ddla.launch(overrides=[*JOBS[name], f"out={root / name}"], progress=False)
+            done[name] = root / name
+        return done[name]
+
+    return get
 
 
 def _assert_same_run(run: Path, ref: Path) -> None:
@@ -102,29 +111,40 @@ def _assert_same_run(run: Path, ref: Path) -> None:
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ckpts
 
 
+# Under load (2 cores shared by many), an engine's start plus the local reference take minutes.
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_allreduce_matches_local(engine: str, local_runs, tmp_path: Path) -> None:
+def test_allreduce_matches_local(engine: str, local_run, tmp_path: Path) -> None:
     out = tmp_path / engine
     summary = ddla.launch(
         overrides=[*JOBS["allreduce"], f"out={out}"], launcher=engine, progress=False
     )
     assert summary["final"]["accuracy"] > 0.3
-    _assert_same_run(out, local_runs["allreduce"])
+    _assert_same_run(out, local_run("allreduce"))
     assert "engine: " + engine in (out / "config.yaml").read_text()
     assert not _wait_for_no_descendants(), "engine processes left behind"
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("engine", ENGINES)
-def test_diloco_matches_local_cli(engine: str, local_runs, tmp_path: Path) -> None:
+def test_diloco_matches_local_cli(engine: str, local_run, tmp_path: Path) -> None:
     out = tmp_path / engine
     sets = [a for kv in JOBS["diloco"] for a in ("--set", kv)]
     res = cli("run", "--launcher", engine, *sets, "--out", str(out), "--no-progress")
     assert res.returncode == 0, res.stderr
-    _assert_same_run(out, local_runs["diloco"])
+    _assert_same_run(out, local_run("diloco"))
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+# One engine in the default run (Dask starts fastest); all three with -m slow.
+DEAD_AGENT = [
+    p if p.id == "dask" else pytest.param(*p.values, marks=[*p.marks, pytest.mark.slow], id=p.id)
+    for p in ENGINES
+]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("engine", DEAD_AGENT)
 def test_dead_agent_ends_the_run_cleanly(engine: str, tmp_path: Path) -> None:
     out = tmp_path / engine
     faults = FaultInjector().kill(rank=1, at_step=5)
@@ -140,3 +160,63 @@ def test_dead_agent_ends_the_run_cleanly(engine: str, tmp_path: Path) -> None:
     assert "agent" in message and info.value.help
     assert not (out / "summary.json").exists()
     assert not _wait_for_no_descendants(), "engine processes left behind"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ctrl_c_stops_the_engine(engine: str, tmp_path: Path) -> None:
+    out = tmp_path / engine
+    sets = [a for kv in FAST for a in ("--set", kv)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ddla.cli", "run", "--launcher", engine, *sets,
+         "--steps", "1000000", "--out", str(out), "--no-progress"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 400
+    log = out / "logs" / "agent1.log"
+    while not (log.is_file() and "shard of" in log.read_text()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.5)
+    time.sleep(2)
+    pids = descendants(proc.pid)
+    assert len(pids) >= 2  # the engine and its agents are running
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    assert "Traceback" not in err and "error:" in err, err
+    deadline = time.monotonic() + 60
+    while (alive := [p for p in pids if _alive(p)]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not alive, f"{engine} processes left running after Ctrl-C: {alive}"
+    assert not (out / "summary.json").exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_example_job_factory_matches_local(engine: str, tmp_path: Path) -> None:
+    """A job factory defined in the user's script travels to the engine's workers by value."""
+    finals = []
+    for launcher in ("local", engine):
+        res = subprocess.run(
+            [sys.executable, "examples/on_engines.py", "--launcher", launcher, "--agents", "2",
+             "--steps", "20", "--out", str(tmp_path / launcher)],
+            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+            text=True, timeout=600, check=False,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+        finals.append(json.loads((tmp_path / launcher / "summary.json").read_text())["final"])
+    assert finals[0] == finals[1]
+    a, b = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("local", engine))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
