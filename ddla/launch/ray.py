@@ -50,7 +50,9 @@ def _agent(args: dict[str, Any]) -> None:
         world_size=world,
         local_rank=ctx.get_local_rank(),
         local_world_size=ctx.get_local_world_size(),
-        addr=os.environ.get("MASTER_ADDR", "127.0.0.1"),  # rank 0's host, set by Ray Train
+        # Rank 0's host as Ray Train sets it (Ray never names a node by loopback, so on a local
+        # instance, all on this machine, the agents meet on 127.0.0.1 instead).
+        addr="127.0.0.1" if args["local"] else os.environ["MASTER_ADDR"],
         port=port[0],
     )
     with agent_output(Path(args["config"]["out"]), "ray", rank):
@@ -93,6 +95,7 @@ def run_ray(
                 "job_factory": job_factory,
                 "resume": resume,
                 "faults": faults,
+                "local": started and cfg.launch.address is None,
             },
             torch_config=TorchConfig(backend="gloo", timeout_s=int(cfg.comm.timeout_s)),
             scaling_config=ScalingConfig(num_workers=n, use_gpu=False),
