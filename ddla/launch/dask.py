@@ -14,6 +14,7 @@ its own training loop.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from pathlib import Path
@@ -132,11 +133,18 @@ def _run(distributed, client, cfg, out, job_factory, resume, faults, n) -> None:
         for future in distributed.as_completed(futures):
             if future.status == "error":
                 exc = future.exception()
-                # The peers of a dead agent fail fast with a PeerFailedError; let them record
-                # why, so the root cause (not the first report to arrive) is what we print.
-                distributed.wait(futures, timeout=min(30.0, cfg.comm.timeout_s))
+                rank = futures.index(future)
+                # The peers of a dead agent fail soon after it; let them record why, so the
+                # root cause (not the first report to arrive) is what we print.
+                with contextlib.suppress(TimeoutError):
+                    distributed.wait(futures, timeout=min(30.0, cfg.comm.timeout_s))
                 client.cancel(futures, force=True)
-                raise agent_failure(out, "dask", exc) from None
+                detail = (
+                    f"agent {rank} died: its Dask worker process exited while running it"
+                    if isinstance(exc, distributed.KilledWorker)
+                    else None
+                )
+                raise agent_failure(out, "dask", exc, detail=detail) from None
     except KeyboardInterrupt:
         client.cancel(futures, force=True)
         raise interrupted(cfg, out) from None

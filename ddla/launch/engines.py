@@ -107,9 +107,12 @@ def local_ranks(hosts: list[str]) -> list[tuple[int, int]]:
     return [(r, seen[h]) for r, h in zip(ranks, hosts, strict=True)]
 
 
-def agent_failure(out: Path, engine: str, exc: BaseException) -> DdlaError:
+def agent_failure(
+    out: Path, engine: str, exc: BaseException, *, detail: str | None = None
+) -> DdlaError:
     """ddla's one-line error for a failed run: the root cause the agents recorded under ``out``,
-    else the engine's own error squeezed to its last line (its traceback stays in its logs)."""
+    else ``detail`` or the engine's own error squeezed to one line (its traceback stays in its
+    logs)."""
     from ddla.launch.local import _error_types
 
     records = read_agent_errors(out)
@@ -118,11 +121,10 @@ def agent_failure(out: Path, engine: str, exc: BaseException) -> DdlaError:
         cls = _error_types().get(first["type"], AgentFailedError)
         prefix = "" if cls is not AgentFailedError else f"agent {first['rank']}: {first['type']}: "
         return cls(prefix + first["message"], help=first.get("help") or f"see {out}/logs/")
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = lines[-1] if lines else type(exc).__name__
-    return AgentFailedError(
-        f"the {engine} job failed: {detail[:300]}", help=f"see the per-agent logs in {out}/logs/"
-    )
+    if detail is None:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = f"the {engine} job failed: " + (lines[0][:300] if lines else type(exc).__name__)
+    return AgentFailedError(detail, help=f"see the per-agent logs in {out}/logs/")
 
 
 @contextlib.contextmanager
