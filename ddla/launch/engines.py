@@ -121,6 +121,8 @@ def agent_failure(
         cls = _error_types().get(first["type"], AgentFailedError)
         prefix = "" if cls is not AgentFailedError else f"agent {first['rank']}: {first['type']}: "
         return cls(prefix + first["message"], help=first.get("help") or f"see {out}/logs/")
+    if isinstance(exc, DdlaError) and detail is None:  # raised before the agent could record it
+        return exc
     if detail is None:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = f"the {engine} job failed: " + (lines[0][:300] if lines else type(exc).__name__)
