@@ -61,8 +61,13 @@ def test_spark_without_java_is_one_line(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no java here
     monkeypatch.delenv("JAVA_HOME", raising=False)
     with pytest.raises(ConfigError, match="needs Java 17") as info:
-        ddla.launch(
-            overrides=["agents=2", "data.dataset=digits", f"out={tmp_path / 'run'}"],
+        ddla.launch(  # launcher= counts before the overrides, so launch.master is valid here
+            overrides=[
+                "agents=2",
+                "data.dataset=digits",
+                "launch.master=local[2]",
+                f"out={tmp_path / 'run'}",
+            ],
             launcher="spark",
             progress=False,
         )

@@ -84,6 +84,8 @@ def launch(
     ``launcher`` (``local``, ``ray``, ``spark``, ``dask``) sets ``launch.engine``: the engine
     that starts the agents (:mod:`ddla.launch.engines`).
     """
+    if launcher is not None and config is None:  # first, so launch.* overrides validate
+        overrides = [f"launch.engine={launcher}", *(overrides or [])]
     cfg = with_engine(resolve_config(config, config_file, overrides, resume), launcher)
     out = Path(cfg.out)
     if under_torchrun():
