@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,11 @@ def run_spark(
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
     )
+    master = cfg.launch.master or ""
+    if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        # Executors of a local master run on this machine: give them this interpreter (and
+        # its torch and ddla), not whatever `python3` is first on PATH.
+        builder = builder.config("spark.pyspark.python", sys.executable)
     if cfg.launch.master is None:  # nothing but this machine talks to a local session
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.host", "127.0.0.1")
