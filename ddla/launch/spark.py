@@ -76,6 +76,7 @@ def run_spark(
     if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
         # Executors of a local master run on this machine: give them this interpreter (and
         # its torch and ddla), not whatever `python3` is first on PATH.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
         builder = builder.config("spark.pyspark.python", sys.executable)
     if cfg.launch.master is None:  # nothing but this machine talks to a local session
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
