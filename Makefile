@@ -16,6 +16,13 @@ setup: $(VENV)/.ddla-installed
 		 (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1)) \
 		 || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST tests will skip"; \
 	fi
+	@# Java 17 (Debian) for the Spark launcher's JVM; its tests skip when absent.
+	@if ! command -v java >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing openjdk-17-jre-headless (Debian, for the Spark launcher)"; \
+		(DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless >/dev/null 2>&1)) \
+		 || echo "warning: could not install openjdk-17-jre-headless; the Spark launcher tests will skip"; \
+	fi
 	@# Headless Chromium (Debian) for the report's browser test; it skips when absent.
 	@if ! command -v chromium >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing chromium (Debian, for the report browser test)"; \
@@ -28,7 +35,10 @@ $(VENV)/.ddla-installed: pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@# The pinned CPU build when torch is absent: an unpinned torch pulls a multi-GB CUDA build.
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(TORCH_PIN)
-	$(BIN)/pip install -q -e '.[dev]'
+	@# The launch engines' extras come with it, so `make test` runs every launcher for real;
+	@# the constraint keeps their dependencies from replacing the CPU torch.
+	@echo "$(TORCH_PIN)" > $(VENV)/torch-pin.txt
+	$(BIN)/pip install -q -c $(VENV)/torch-pin.txt -e '.[dev,ray,spark,dask]'
 	@touch $@
 
 run: setup

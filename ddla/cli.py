@@ -4,6 +4,7 @@ ddla run --agents 4 --strategy allreduce --dataset fashion-mnist --model mlp
 ddla run --config run.yaml --set sync.every=50
 ddla run --resume runs/latest
 ddla join --rendezvous 10.0.0.1:29400 --nodes 2 --agents-per-node 2 --config run.yaml
+ddla run --launcher ray --agents 2 --dataset digits      (or spark, dask; local is the default)
 ddla partition --dataset digits --agents 8 --partition dirichlet:0.3
 ddla eval runs/latest/model.safetensors --dataset mnist1d
 ddla report runs/latest --tensorboard
@@ -123,6 +124,13 @@ def run(
     tensorboard: Annotated[
         bool, typer.Option("--tensorboard", help="Also write TensorBoard files under OUT/tb.")
     ] = False,
+    launcher: Annotated[
+        str | None,
+        typer.Option(
+            help="Engine that starts the agents: local (default), ray, spark or dask "
+            "(launch.engine; a cluster: --set launch.address=... or launch.master=...)."
+        ),
+    ] = None,
 ) -> None:
     """Train with N agents on this machine (4 agents on mnist1d by default)."""
     from ddla.launch import launch
@@ -132,6 +140,7 @@ def run(
         out=out,
         tensorboard="true" if tensorboard else None,
         **{
+            "launch.engine": launcher,
             "sync.strategy": strategy,
             "data.dataset": dataset,
             "model.name": model,

@@ -58,6 +58,54 @@ class TrainConfig:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
 
 
+#: Engines that can start a run's agents (ddla/launch/<engine>.py; ``local`` is the default).
+ENGINES = ("local", "ray", "spark", "dask")
+
+
+@dataclass(kw_only=True, slots=True)
+class LaunchConfig:
+    """Which engine starts the agents (``launch.*``).
+
+    It lives here rather than next to ``ddla/launch/``: that package imports the agent, which
+    imports this module, so a config there would be an import cycle.
+
+    Example:
+        >>> LaunchConfig(engine="dask", address="tcp://10.0.0.5:8786").engine
+        'dask'
+        >>> LaunchConfig(engine="local", address="auto")
+        Traceback (most recent call last):
+        ...
+        ddla.errors.ConfigError: launch.address is for the ray and dask engines, not local
+    """
+
+    engine: str = "local"
+    """``local`` (PyTorch's elastic launcher on this machine), ``ray`` (Ray Train's
+    TorchTrainer), ``spark`` (pyspark's TorchDistributor) or ``dask`` (dask.distributed)."""
+    address: str | None = None
+    """Cluster to join: Ray (``auto``, ``ray://HOST:10001`` or ``HOST:6379``) or a Dask
+    scheduler (``tcp://HOST:8786``); unset starts a local cluster for the run."""
+    master: str | None = None
+    """Spark master URL (``spark://HOST:7077``, ``local[4]``); unset runs the agents as local
+    torchrun processes next to a local Spark session."""
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ConfigError(
+                f"launch.engine: unknown engine {self.engine!r}",
+                help=f"choose one of: {', '.join(ENGINES)}",
+            )
+        if self.address is not None and self.engine not in ("ray", "dask"):
+            raise ConfigError(
+                f"launch.address is for the ray and dask engines, not {self.engine}",
+                help="use launch.master for Spark; drop launch.address for local",
+            )
+        if self.master is not None and self.engine != "spark":
+            raise ConfigError(
+                f"launch.master is for the spark engine, not {self.engine}",
+                help="use launch.address for Ray or Dask clusters",
+            )
+
+
 @dataclass(kw_only=True, slots=True)
 class RunConfig:
     """Everything one ``ddla run`` needs."""
@@ -75,6 +123,7 @@ class RunConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     comm: CommConfig = field(default_factory=CommConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     def __post_init__(self) -> None:
         if self.agents < 1:

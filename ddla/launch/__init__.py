@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ddla.checkpoint import verify_checkpoint
 from ddla.config import RunConfig
 from ddla.errors import ConfigError
-from ddla.launch.local import run_local
+from ddla.launch.engines import runner, with_engine
 from ddla.runfiles import CONFIG, prepare_run_dir, read_summary
 
 if TYPE_CHECKING:  # importing ddla.agent here would break `python -m ddla.agent` (runpy)
@@ -76,14 +76,19 @@ def launch(
     resume: str | Path | None = None,
     faults: Any = None,
     progress: bool = True,
+    launcher: str | None = None,
 ) -> dict[str, Any]:
     """Run agents to completion and return the run summary (``summary.json``).
 
     ``job_factory`` is a top-level function returning a :class:`ddla.Job` (your model and
     data); without it the job comes from the config (a zoo model on a built-in dataset).
     Under torchrun this process is one agent, and non-zero ranks return ``{}``.
+    ``launcher`` (``local``, ``ray``, ``spark``, ``dask``) sets ``launch.engine``: the engine
+    that starts the agents (:mod:`ddla.launch.engines`).
     """
-    cfg = resolve_config(config, config_file, overrides, resume)
+    if launcher is not None and config is None:  # first, so launch.* overrides validate
+        overrides = [f"launch.engine={launcher}", *(overrides or [])]
+    cfg = with_engine(resolve_config(config, config_file, overrides, resume), launcher)
     out = Path(cfg.out)
     if under_torchrun():
         from ddla.agent import agent_main
@@ -102,7 +107,7 @@ def launch(
     if job_factory is None:
         _preflight(cfg)
     (out / CONFIG).write_text(cfg.to_yaml())
-    run_local(cfg, out, job_factory, resume is not None, faults, progress)
+    runner(cfg.launch.engine)(cfg, out, job_factory, resume is not None, faults, progress)
     summary = read_summary(out)
     write_run_report(out)
     return summary
