@@ -101,8 +101,6 @@ def train(
 
     model = job.model
     state = read_agent_state(out, rank=rank) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
     default_opt = STRATEGIES[config.sync.strategy].default_optimizer
     optimizer = (
         job.optimizer(model.parameters())
@@ -114,6 +112,10 @@ def train(
     )
     start = 0
     if state is not None:
+        # Loaded after the strategy is built: building it may synchronize the fresh model
+        # (the periodic strategies broadcast rank 0's initial parameters), and a resumed agent
+        # continues from its own, not yet synchronized, parameters.
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         strategy.load_state_dict(state["strategy"])
         transport.stats.load_state_dict(state["comm_stats"])
