@@ -13,7 +13,6 @@ lets the strategy synchronize through its Aggregator and the Transport) -> meter
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -104,8 +103,6 @@ def train(
 
     model = job.model
     state = read_agent_state(out, rank=rank) if resume else None
-    if state is not None:
-        model.load_state_dict(state["model"])
     default_opt = STRATEGIES[config.sync.strategy].default_optimizer
     optimizer = (
         job.optimizer(model.parameters())
@@ -117,6 +114,10 @@ def train(
     )
     start = 0
     if state is not None:
+        # Loaded after the strategy is built: building it may synchronize the fresh model
+        # (the periodic strategies broadcast rank 0's initial parameters), and a resumed agent
+        # continues from its own, not yet synchronized, parameters.
+        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         strategy.load_state_dict(state["strategy"])
         transport.stats.load_state_dict(state["comm_stats"])
@@ -282,29 +283,21 @@ def agent_main(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m ddla.agent``: the agent entry point under torchrun."""
-    from ddla.launch import launch
+    """``python -m ddla.agent [OPTIONS]``: the agent entry point under torchrun.
 
-    parser = argparse.ArgumentParser(
-        prog="python -m ddla.agent", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--config", help="YAML/TOML run file")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], help="a.b=c override"
-    )
-    parser.add_argument("--out", help="run directory")
-    parser.add_argument("--resume", help="continue the run in this directory")
-    args = parser.parse_args(argv)
-    overrides = list(args.overrides)
-    if args.out:
-        overrides.append(f"out={args.out}")
+    It is ``ddla run`` itself (same options, same ``error:``/``help:`` lines and exit codes):
+    the one CLI front end lives in :mod:`ddla.cli`; under torchrun ``launch`` runs this
+    process as one agent.
+    """
+    import typer
+
+    from ddla.cli import app
+
+    command = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
     try:
-        launch(config_file=args.config, overrides=overrides, resume=args.resume)
-    except DdlaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if exc.help:
-            print(f"help: {exc.help}", file=sys.stderr)
-        return exc.exit_code
+        command.main(args=sys.argv[1:] if argv is None else argv, prog_name="python -m ddla.agent")
+    except SystemExit as exc:  # click's standalone mode exits with the command's code
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
     return 0
 
 

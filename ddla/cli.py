@@ -156,6 +156,8 @@ def run(
     summary = launch(
         config_file=config, overrides=[*overrides, *(set_ or [])], resume=resume, progress=progress
     )
+    if not summary:  # an agent of rank > 0 under torchrun: rank 0 reports the run
+        return
     console.print(summary_table(summary))
     console.print(f"report: {Path(summary['model_path']).parent / 'report.html'}")
 

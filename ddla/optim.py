@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
 
 OPTIMIZERS = ("auto", "sgd", "adamw", "adam")
@@ -25,7 +26,7 @@ DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-3, "adam": 1e-3}
 class OptimConfig:
     """Each agent's local optimizer."""
 
-    name: str = "auto"
+    name: str = choice("auto", OPTIMIZERS, noun="optimizer")
     """``sgd``, ``adamw``, ``adam``, or ``auto`` (the strategy's default: SGD for ``allreduce``)."""
     lr: float | None = None
     """Learning rate; None picks a default for the optimizer (SGD 0.05, Adam/AdamW 1e-3)."""
@@ -35,11 +36,7 @@ class OptimConfig:
     """Decoupled (AdamW) or L2 (SGD, Adam) weight decay."""
 
     def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise ConfigError(
-                f"optim.name: unknown optimizer {self.name!r}",
-                help=f"choose one of: {', '.join(OPTIMIZERS)}",
-            )
+        check_choices(self, "optim")
         if self.lr is not None and not self.lr > 0:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if not 0 <= self.momentum < 1:

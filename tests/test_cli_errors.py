@@ -99,3 +99,15 @@ def test_resume_without_run_and_with_corrupt_checkpoint(tmp_path: Path) -> None:
 def test_eval_errors(tmp_path: Path) -> None:
     result, out = _run("eval", str(tmp_path / "missing.safetensors"))
     _assert_clean_error(result, out, "does not exist", 3)
+
+
+def test_python_m_ddla_agent_is_ddla_run_with_its_error_handling(capsys, tmp_path: Path):
+    """``python -m ddla.agent`` (the torchrun entry) is the typer ``run`` command itself."""
+    from ddla.agent import main
+
+    assert main(["--strategy", "telepathy", "--out", str(tmp_path / "r")]) == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert lines[0] == "error: sync.strategy: unknown strategy 'telepathy'", lines
+    assert lines[1].startswith("help: choose one of: allreduce"), lines
+    assert main(["--no-such-flag"]) == 2  # click's usage error, as `ddla run` gives
+    assert "python -m ddla.agent" in capsys.readouterr().err

@@ -12,6 +12,7 @@ Example:
 from ddla.comm.clock import CLOCKS, Clock, RealClock, VirtualClock
 from ddla.comm.linkmodel import op_seconds
 from ddla.comm.links import PROFILES, LinkProfile, LinkTable, parse_profile
+from ddla.comm.p2p import P2PWork
 from ddla.comm.ring import ring_bytes
 from ddla.comm.stats import CommStats
 from ddla.comm.transport import Transport
@@ -23,6 +24,7 @@ __all__ = [
     "CommStats",
     "LinkProfile",
     "LinkTable",
+    "P2PWork",
     "RealClock",
     "Transport",
     "VirtualClock",

@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from ddla.comm.failures import comm_failure
 from ddla.comm.ring import ring_bytes
-from ddla.errors import CommError
 
 if TYPE_CHECKING:
     from ddla.comm.clock import Clock
@@ -41,6 +39,8 @@ class _Measured:
     result: Any
     sent: int
     received: int
+    #: The other end, when only the op itself learns it (an any-source receive).
+    peer: int | None = None
 
 
 def _nbytes(tensor: torch.Tensor) -> int:
@@ -62,6 +62,9 @@ class Collectives:
     _links: LinkEmulator | None
     _link_tags: frozenset[str]
     _run: Callable[..., Any]
+    _begin: Callable[[str], float]
+    _end: Callable[..., None]
+    _failure: Callable[..., Any]
     _limit: Callable[[float | None], float]
     _wait: Callable[[Any, float], None]
     _group_name: Callable[[], str]
@@ -101,9 +104,10 @@ class Collectives:
     def all_reduce_async(self, tensor: torch.Tensor, *, tag: str = "train") -> torch.futures.Future:
         """Start a sum all-reduce of ``tensor`` in place; the future yields the tensor.
 
-        For DDP communication hooks. Bytes and the call are recorded at launch (under
-        ``all_reduce``), the seconds when the future completes. The backend's timeout is the
-        Transport's ``timeout_s``. A failure is mapped like :meth:`all_reduce`'s, but torch
+        For DDP communication hooks. The call, its bytes and its seconds in flight are recorded
+        (under ``all_reduce``, through the Transport's seam like every op) when the future
+        completes, before any waiter wakes; a failed one is not recorded. The backend's timeout
+        is the Transport's ``timeout_s``. A failure is mapped like :meth:`all_reduce`'s, but torch
         futures re-raise callback errors as ``RuntimeError("Got the following error when
         running the callback: PeerFailedError: ...")``: the DdlaError's name and message
         survive in the text, its type does not (measured, torch 2.13).
@@ -116,40 +120,37 @@ class Collectives:
 
             ddp_model.register_comm_hook(transport, hook)
         """
-        if self._closed:
-            raise CommError("all_reduce_async called on a closed Transport")
-        sent, received = ring_bytes("all_reduce", _nbytes(tensor), self.world_size, self.rank)
-        self.stats.record("all_reduce", tag, sent, received, 0.0)
+        start = self._begin("all_reduce")
+        nbytes = _nbytes(tensor)
+        sent, received = ring_bytes("all_reduce", nbytes, self.world_size, self.rank)
         if self.world_size == 1:
+            self._end("all_reduce", tag, sent, received, start, nbytes=nbytes)
             done: torch.futures.Future = torch.futures.Future()
             done.set_result(tensor)
             return done
         limit = self.timeout_s
-        start = self.clock.now()
         links = self._links if tag in self._link_tags else None
         work = self._pg.allreduce(tensor, op=dist.ReduceOp.SUM, timeout=timedelta(seconds=limit))
 
         def record(fut: torch.futures.Future) -> torch.Tensor:
-            # Runs before any waiter wakes, so stats are complete when the caller resumes.
-            self.stats.record("all_reduce", tag, 0, 0, self.clock.now() - start, calls=0)
-            return fut.value()
+            # Through the seam's second half; runs before any waiter wakes, so the stats are
+            # complete when the caller resumes. Link time was paid by the wrapped future.
+            value = fut.value()
+            self._end("all_reduce", tag, sent, received, start, nbytes=nbytes, charge=False)
+            return value
 
         def finish(fut: torch.futures.Future) -> torch.Tensor:
-            if links is None:
-                self.stats.record("all_reduce", tag, 0, 0, self.clock.now() - start, calls=0)
             try:
                 value = fut.value()
             except RuntimeError as exc:
-                raise comm_failure(
-                    exc, op="all_reduce", tag=tag, where=self._group_name(), timeout_s=limit
-                ) from exc
+                raise self._failure(exc, "all_reduce", tag, limit) from exc
             return value[0] if isinstance(value, list) else value
 
         future = work.get_future().then(finish)
-        if links is None:
-            return future
-        # Completes once the modelled transfer is done (a timer on the real clock).
-        return links.wrap_future(future, "all_reduce", _nbytes(tensor)).then(record)
+        if links is not None:
+            # Completes once the modelled transfer is done (a timer on the real clock).
+            future = links.wrap_future(future, "all_reduce", nbytes)
+        return future.then(record)
 
     def all_gather(
         self, tensor: torch.Tensor, *, tag: str = "train", timeout_s: float | None = None

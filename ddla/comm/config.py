@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ddla.choices import check_choices, choice
 from ddla.comm.clock import CLOCKS
 from ddla.comm.links import LinkTable, parse_overrides, parse_profile
 from ddla.errors import ConfigError
@@ -20,7 +21,7 @@ class CommConfig:
         'auto'
     """
 
-    backend: str = "auto"
+    backend: str = choice("auto", BACKENDS, noun="backend")
     """Process-group backend: ``auto`` (NCCL with CUDA, else gloo), ``gloo`` or ``nccl``."""
     timeout_s: float = 120.0
     """Seconds any blocking call may wait before it fails naming the op and peer."""
@@ -30,17 +31,15 @@ class CommConfig:
     link_overrides: str = ""
     """Agents behind another link, ``RANK=PROFILE`` pairs: ``"3=edge"`` puts agent 3 in a far
     data center, ``"2=wan-100,3=edge"`` two of them."""
-    clock: str = "real"
+    clock: str = choice(
+        "real", tuple(CLOCKS), noun="clock", note=" (virtual: no sleeping, for sweeps)"
+    )
     """``real``: emulated link time is slept, wall-clock is true; ``virtual``: it is added to a
     simulated clock without sleeping (fast sweeps); ``virtual-cpu``: the same, with compute
     counted as CPU time, as on a dedicated core. Every reported time names its clock."""
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(
-                f"comm.backend: unknown backend {self.backend!r}",
-                help=f"choose one of: {', '.join(BACKENDS)}",
-            )
+        check_choices(self, "comm")
         if not self.timeout_s > 0:
             raise ConfigError(f"comm.timeout_s must be > 0, got {self.timeout_s}")
         try:
@@ -51,11 +50,6 @@ class CommConfig:
         self.link_overrides = ",".join(
             f"{rank}={spec}" for rank, spec in parse_overrides(self.link_overrides).items()
         )
-        if self.clock not in CLOCKS:
-            raise ConfigError(
-                f"comm.clock: unknown clock {self.clock!r}",
-                help=f"choose one of: {', '.join(CLOCKS)} (virtual: no sleeping, for sweeps)",
-            )
 
     def check_agents(self, agents: int) -> None:
         """Fail at configuration time when an override names an agent the run does not have."""

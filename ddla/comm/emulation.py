@@ -33,6 +33,14 @@ from ddla.comm.linkmodel import op_seconds
 from ddla.comm.links import LinkTable
 
 
+class _LinkQueue:
+    """One agent's link: transfers leave it one after the other."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.free_at = float("-inf")  # clock time the last queued transfer leaves the link
+
+
 class LinkEmulator:
     """Charges modelled link time for one agent (``rank``) on ``clock``."""
 
@@ -40,8 +48,17 @@ class LinkEmulator:
         self.table = table
         self.clock = clock
         self.rank = rank
-        self._lock = threading.Lock()
-        self._link_free_at = float("-inf")  # clock time the last queued transfer leaves the link
+        self._queue = _LinkQueue()
+
+    def restricted(self, table: LinkTable, *, rank: int) -> LinkEmulator:
+        """The emulator of a group of some agents (``table``, this agent's ``rank`` in it).
+
+        It shares this agent's link queue and clock: a subgroup's transfers leave by the same
+        link as the run's, one after the other.
+        """
+        emulator = LinkEmulator(table, self.clock, rank=rank)
+        emulator._queue = self._queue
+        return emulator
 
     @property
     def active(self) -> bool:
@@ -56,10 +73,11 @@ class LinkEmulator:
 
     def _reserve(self, seconds: float) -> float:
         """Queue a transfer of ``seconds`` on the link; return the delay until it has left."""
-        with self._lock:
+        queue = self._queue
+        with queue.lock:
             now = self.clock.now()
-            queued = max(0.0, self._link_free_at - now)
-            self._link_free_at = now + queued + seconds
+            queued = max(0.0, queue.free_at - now)
+            queue.free_at = now + queued + seconds
         return queued + seconds
 
     def charge(

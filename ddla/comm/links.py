@@ -220,6 +220,15 @@ class LinkTable:
             latency_s=max(pa.latency_s, pb.latency_s),
         )
 
+    def restricted(self, ranks: Sequence[int]) -> LinkTable:
+        """The links of a group of some agents: its rank ``i`` is this table's ``ranks[i]``.
+
+        Example:
+            >>> LinkTable.build("lan", "3=edge", world_size=4).restricted([1, 3]).describe()
+            'lan (agent 1: edge)'
+        """
+        return LinkTable(self.default, tuple(self.per_rank[r] for r in ranks))
+
     def describe(self) -> str:
         """One line for logs and reports, e.g. ``wan-100 (agent 3: edge)``."""
         extra = [f"agent {r}: {p.name}" for r, p in enumerate(self.per_rank) if p != self.default]

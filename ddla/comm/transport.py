@@ -4,7 +4,14 @@ A Transport wraps one torch.distributed process group (gloo on CPU, NCCL on GPU)
 raw c10d calls lack: a timeout on every blocking call that raises a DdlaError naming the op, the
 tag and the peer; exact byte accounting per op and tag (:mod:`ddla.comm.ring`); and the wall
 seconds spent in each call (:class:`~ddla.comm.stats.CommStats`). Strategies talk to peers
-through it alone, so accounting (and, later, link emulation) sees all traffic.
+through it alone, so accounting and link emulation see all traffic.
+
+Its ops live in one file per concept, as mixins of :class:`Transport`, and every one of them
+passes through the single seam ``_run`` here (timeouts mapped to DdlaErrors, bytes and seconds
+recorded, link time charged): collectives (:mod:`ddla.comm.collectives`), point-to-point with
+non-blocking handles and any-source receive (:mod:`ddla.comm.p2p`), subgroups
+(:mod:`ddla.comm.subgroup`) and a new membership after an agent is gone
+(:mod:`ddla.comm.membership`).
 
 How timeouts work (measured with gloo, torch 2.13): collectives are issued through the process
 group's own methods with ``timeout=``, so gloo itself abandons the operation, closes the
@@ -29,17 +36,19 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-import torch
 import torch.distributed as dist
 
 from ddla.comm.clock import Clock, RealClock, make_clock
-from ddla.comm.collectives import _WAIT_GRACE_S, Collectives, _Measured, _nbytes
+from ddla.comm.collectives import _WAIT_GRACE_S, Collectives, _Measured
 from ddla.comm.emulation import LinkEmulator
 from ddla.comm.failures import comm_failure
 from ddla.comm.join import join_env_group
 from ddla.comm.links import LinkTable
+from ddla.comm.membership import Membership
+from ddla.comm.p2p import PointToPoint
 from ddla.comm.ring import ring_bytes
 from ddla.comm.stats import CommStats
+from ddla.comm.subgroup import Lineage, Subgroups
 from ddla.errors import CommError, ConfigError, DdlaError
 
 T = TypeVar("T")
@@ -54,12 +63,16 @@ def _check_timeout(timeout_s: float) -> float:
     return float(timeout_s)
 
 
-class Transport(Collectives):
+class Transport(Collectives, PointToPoint, Subgroups, Membership):
     """Collectives and point-to-point transfers with timeouts and byte accounting.
 
     Build one with :meth:`from_env` (agents started by ``torchrun`` or ``ddla run``), around an
     existing group with ``Transport(group=...)``, or with :meth:`single` for one agent.
     Tensors must be contiguous and live on the backend's device (CPU for gloo).
+
+    A Transport made by :meth:`subgroup` or :meth:`regroup` is one too: its ``rank`` and
+    ``world_size`` are those of the smaller group, :attr:`global_ranks` maps them back to the
+    ranks of the run, and it shares the parent's :attr:`stats`, clock and emulated links.
     """
 
     def __init__(self, *, group: Any = None, timeout_s: float = 60.0, store: Any = None) -> None:
@@ -99,6 +112,15 @@ class Transport(Collectives):
         self._global_ranks = list(global_ranks)
         self._owns_group = False
         self._closed = False
+        #: What a call on the closed Transport says: a note on why, and a help hint.
+        self._closed_why = ("", "build a new Transport")
+        #: Whether this Transport spans every live agent of the run (the world, or the
+        #: survivors after a regroup): only such a one may create groups, see subgroup.py.
+        self._run_wide = pg is None or pg == dist.group.WORLD
+        #: Agreed group counters, shared by a run-wide Transport and what it regroups into.
+        self._lineage = Lineage()
+        #: The run's ranks of agents that left through regroup(), in order of leaving.
+        self.departed: tuple[int, ...] = ()
         #: The clock every op is timed on; ``real`` unless :meth:`emulate_links` says otherwise.
         self.clock: Clock = RealClock()
         self._links: LinkEmulator | None = None
@@ -206,44 +228,108 @@ class Transport(Collectives):
         peer: int | None = None,
         nbytes: int = 0,
         root: int | None = None,
+        where: str | None = None,
+        charge: bool = True,
     ) -> T:
         """Run one op body, map its failure to a DdlaError, record bytes and wall seconds.
 
-        This is the single place every op passes through, so link emulation can later delay
-        each call by the ``sent``/``received`` bytes of its message pattern. Failed calls are
-        not recorded: their bytes are unknown.
+        This is the single place every op passes through: blocking ops call it with their
+        body, non-blocking ones (``all_reduce_async``, ``isend``/``irecv`` handles) through its
+        two halves :meth:`_begin` and :meth:`_end`. Failed calls are not recorded: their bytes
+        are unknown.
 
         With emulated links, the op's modelled link time (``nbytes`` is the payload on this
         agent, ``root`` a broadcast's source, ``peer`` a send/recv's other end) passes on
-        :attr:`clock` after the real op, and is part of the recorded seconds.
+        :attr:`clock` after the real op, and is part of the recorded seconds. ``where`` names
+        the other side in errors (default: ``peer``'s rank, else the group); ``charge=False``
+        for ops that move no payload the link model knows (group creation).
         """
-        if self._closed:
-            raise CommError(f"{op} called on a closed Transport", help="build a new Transport")
-        start = self.clock.now()
+        start = self._begin(op)
         try:
             result = fn()
         except DdlaError:
             raise
         except RuntimeError as exc:  # includes torch.distributed.DistError subclasses
-            where = f"rank {peer}" if peer is not None else self._group_name()
-            raise comm_failure(exc, op=op, tag=tag, where=where, timeout_s=timeout_s) from exc
+            raise self._failure(exc, op, tag, timeout_s, peer=peer, where=where) from exc
         if isinstance(result, _Measured):
+            if result.peer is not None:
+                peer = result.peer
             result, sent, received = result.result, result.sent, result.received
-        if self._links is not None and tag in self._link_tags:
+        self._end(
+            op, tag, sent, received, start, nbytes=nbytes, peer=peer, root=root, charge=charge
+        )
+        return result
+
+    def _begin(self, op: str) -> float:
+        """First half of the seam: refuse a closed Transport, read the clock."""
+        if self._closed:
+            note, hint = self._closed_why
+            raise CommError(f"{op} called on a closed Transport{note}", help=hint)
+        return self.clock.now()
+
+    def _failure(
+        self,
+        exc: BaseException,
+        op: str,
+        tag: str,
+        timeout_s: float,
+        *,
+        peer: int | None = None,
+        where: str | None = None,
+    ) -> DdlaError:
+        """The DdlaError for backend failure ``exc`` of ``op``, naming the peer or the group."""
+        if where is None:
+            where = self._peer_name(peer) if peer is not None else self._group_name()
+        return comm_failure(exc, op=op, tag=tag, where=where, timeout_s=timeout_s)
+
+    def _end(
+        self,
+        op: str,
+        tag: str,
+        sent: int,
+        received: int,
+        start: float,
+        *,
+        nbytes: int = 0,
+        peer: int | None = None,
+        root: int | None = None,
+        charge: bool = True,
+        calls: int = 1,
+    ) -> None:
+        """Second half of the seam: charge the op's link time, record bytes and seconds.
+
+        ``charge=False`` when the link time was already paid elsewhere (an async op's future
+        completes only once its modelled transfer is done).
+        """
+        if charge and self._links is not None and tag in self._link_tags:
             self._links.charge(
                 op,
                 nbytes,
                 src=root if op == "broadcast" else (peer if op == "recv" else None),
                 dst=peer if op == "send" else None,
             )
-        seconds = self.clock.now() - start
-        self.stats.record(op, tag, sent, received, seconds)
-        return result
+        self.stats.record(op, tag, sent, received, self.clock.now() - start, calls=calls)
 
     def _group_name(self) -> str:
         ranks = self._global_ranks
         shown = ", ".join(map(str, ranks[:8])) + (", ..." if len(ranks) > 8 else "")
         return f"the group of {self.world_size} agents (global ranks {shown})"
+
+    def _peer_name(self, peer: int) -> str:
+        """``rank 3``; in a subgroup or regrouped Transport also the run's rank of that peer."""
+        global_rank = self._global_ranks[peer] if 0 <= peer < len(self._global_ranks) else peer
+        if self._global_ranks == list(range(self.world_size)):
+            return f"rank {peer}"
+        return f"rank {peer} of {self._group_name()} (global rank {global_rank})"
+
+    @property
+    def global_ranks(self) -> tuple[int, ...]:
+        """The run's rank (as the launcher numbered agents) of each rank of this Transport.
+
+        The identity for the run's Transport; for a subgroup or a regrouped one, the map back
+        to the original ranks, e.g. ``(0, 2, 3)`` after agent 1 is gone.
+        """
+        return tuple(self._global_ranks)
 
     def _limit(self, timeout_s: float | None) -> float:
         return self.timeout_s if timeout_s is None else _check_timeout(timeout_s)
@@ -251,12 +337,31 @@ class Transport(Collectives):
     def _wait(self, work: Any, limit: float) -> None:
         work.wait(timedelta(seconds=limit + _WAIT_GRACE_S))
 
-    def _check_peer(self, op: str, peer: int, name: str) -> None:
-        if not 0 <= peer < self.world_size or peer == self.rank:
-            raise ValueError(
-                f"{op}: {name}={peer} must be another rank in 0..{self.world_size - 1} "
-                f"(this agent is rank {self.rank})"
-            )
+    def _derive(self, pg: Any, ranks: list[int], *, run_wide: bool, prefix: str) -> Transport:
+        """A Transport over ``pg``, the group of this one's ``ranks`` (sorted; this rank among
+        them), sharing this one's stats, clock, timeout and (restricted) emulated links."""
+        child = Transport.__new__(Transport)
+        child._setup(
+            pg=pg,
+            rank=ranks.index(self.rank),
+            world_size=len(ranks),
+            backend=self.backend,
+            timeout_s=self.timeout_s,
+            store=None if self._store is None else dist.PrefixStore(prefix, self._store),
+            global_ranks=[self._global_ranks[r] for r in ranks],
+        )
+        child.stats = self.stats  # one account per agent: a subgroup's bytes are the agent's
+        child.clock = self.clock
+        child._link_tags = self._link_tags
+        if self._table is not None:
+            child._table = self._table.restricted(ranks)
+            if self._links is not None:
+                emulator = self._links.restricted(child._table, rank=child.rank)
+                child._links = emulator if emulator.active else None
+        child._run_wide = run_wide
+        if run_wide:
+            child._lineage = self._lineage
+        return child
 
     # ---- accounting for PyTorch components ------------------------------------------------
 
@@ -279,40 +384,6 @@ class Transport(Collectives):
         """
         sent, received = ring_bytes(op, nbytes, self.world_size, self.rank)
         self._run(op, tag, sent, received, lambda: None, timeout_s=self.timeout_s)
-
-    # ---- point to point --------------------------------------------------------------------
-
-    def send(
-        self, tensor: torch.Tensor, *, dst: int, tag: str = "train", timeout_s: float | None = None
-    ) -> None:
-        """Send ``tensor`` to rank ``dst``; returns once the backend has sent it."""
-        self._check_peer("send", dst, "dst")
-        limit = self._limit(timeout_s)
-        sent, received = ring_bytes("send", _nbytes(tensor), self.world_size, self.rank)
-
-        def body() -> None:
-            # Work.wait(timeout) on a gloo send/recv is gloo's own buffer wait: a real timeout.
-            self._pg.send([tensor], dst, 0).wait(timedelta(seconds=limit))
-
-        self._run(
-            "send", tag, sent, received, body, timeout_s=limit, peer=dst, nbytes=_nbytes(tensor)
-        )
-
-    def recv(
-        self, tensor: torch.Tensor, *, src: int, tag: str = "train", timeout_s: float | None = None
-    ) -> torch.Tensor:
-        """Receive into ``tensor`` (right shape and dtype) from rank ``src``; returns it."""
-        self._check_peer("recv", src, "src")
-        limit = self._limit(timeout_s)
-        sent, received = ring_bytes("recv", _nbytes(tensor), self.world_size, self.rank)
-
-        def body() -> torch.Tensor:
-            self._pg.recv([tensor], src, 0).wait(timedelta(seconds=limit))
-            return tensor
-
-        return self._run(
-            "recv", tag, sent, received, body, timeout_s=limit, peer=src, nbytes=_nbytes(tensor)
-        )
 
     # ---- lifetime --------------------------------------------------------------------------
 

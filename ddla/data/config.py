@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
+
+
+def _datasets() -> list[str]:
+    from ddla.data import DATASETS  # late: the package imports this module
+
+    return sorted(DATASETS)
+
+
+def _is_npz(name: str) -> bool:
+    return name.startswith("npz:") or name.endswith(".npz")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -16,7 +27,7 @@ class DataConfig:
         32
     """
 
-    dataset: str = "mnist1d"
+    dataset: str = choice("mnist1d", _datasets, noun="dataset", also=("npz:PATH", _is_npz))
     """``digits``, ``mnist1d``, ``fashion-mnist``, or ``npz:PATH`` / ``PATH.npz`` for your own."""
     root: str | None = None
     """Directory of the dataset files (Fashion-MNIST IDX); None uses the default location."""
@@ -38,14 +49,9 @@ class DataConfig:
     """Where generated datasets are cached (default ``$DDLA_CACHE`` or ``~/.cache/ddla``)."""
 
     def __post_init__(self) -> None:
-        from ddla.data import DATASETS, parse_partition
+        from ddla.data import parse_partition
 
-        is_npz = self.dataset.startswith("npz:") or self.dataset.endswith(".npz")
-        if not is_npz and self.dataset not in DATASETS:
-            raise ConfigError(
-                f"data.dataset: unknown dataset {self.dataset!r}",
-                help=f"choose one of: {', '.join(sorted(DATASETS))}, or npz:PATH",
-            )
+        check_choices(self, "data")
         parse_partition(self.partition)
         from ddla.data.sharing import parse_share
 

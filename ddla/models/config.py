@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
+
+
+def _models() -> list[str]:
+    from ddla.models.zoo import MODELS  # late: the zoo imports this module
+
+    return sorted(MODELS)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -16,7 +23,7 @@ class ModelConfig:
         256
     """
 
-    name: str = "mlp"
+    name: str = choice("mlp", _models, noun="model")
     """Architecture: one of ``ddla.models.MODELS`` (``mlp``, ``cnn``)."""
     hidden: int = 256
     """Width of the hidden layers (MLP units; CNN fully connected head)."""
@@ -24,12 +31,6 @@ class ModelConfig:
     """Convolution channels (CNN only)."""
 
     def __post_init__(self) -> None:
-        from ddla.models.zoo import MODELS
-
-        if self.name not in MODELS:
-            raise ConfigError(
-                f"model.name: unknown model {self.name!r}",
-                help=f"choose one of: {', '.join(sorted(MODELS))}",
-            )
+        check_choices(self, "model")
         if self.hidden < 1 or self.channels < 1:
             raise ConfigError("model.hidden and model.channels must be >= 1")

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
 
 #: ``sync.quantized_reduce`` values; see :func:`ddla.aggregate.compressed_mean`.
 QUANTIZED_REDUCE = ("scatter", "gather")
+
+
+def _strategies() -> list[str]:
+    from ddla.sync import STRATEGIES  # late: the registry imports this module
+
+    return sorted(STRATEGIES)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -21,14 +28,14 @@ class SyncConfig:
         0.7
     """
 
-    strategy: str = "allreduce"
+    strategy: str = choice("allreduce", _strategies, noun="strategy")
     """Name of the strategy; one of ``ddla.sync.STRATEGIES``."""
     every: int = 1
     """Synchronize every H optimizer steps (periodic strategies; ``allreduce`` syncs every step)."""
     compress: str = "none"
     """Compressor applied to what is exchanged (``none`` sends fp32); a ``ddla.compress`` spec
     such as ``int8``, ``int4``, ``topk:0.01``, ``powersgd:4`` or ``topk:0.01+int8``."""
-    quantized_reduce: str = "scatter"
+    quantized_reduce: str = choice("scatter", QUANTIZED_REDUCE, noun="scheme")
     """How int8/int4 payloads are averaged: ``scatter`` (reduce-scatter of quantized chunks +
     all-gather of re-quantized means: 2(N-1)/N payloads per agent, 2(N-1) latency-bound steps)
     or ``gather`` (all-gather of whole payloads: N-1 payloads, N-1 steps; one rounding). See
@@ -47,13 +54,8 @@ class SyncConfig:
 
     def __post_init__(self) -> None:
         from ddla.compress import build_compressor
-        from ddla.sync import STRATEGIES
 
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(
-                f"sync.strategy: unknown strategy {self.strategy!r}",
-                help=f"choose one of: {', '.join(sorted(STRATEGIES))}",
-            )
+        check_choices(self, "sync")
         if self.every < 1:
             raise ConfigError(
                 f"sync.every must be >= 1, got {self.every}",
@@ -73,11 +75,6 @@ class SyncConfig:
             raise ConfigError(
                 f"sync.overlap must be in [0, sync.every) = [0, {self.every}), got {self.overlap}",
                 help="a fragment's result must be applied before that fragment is sent again",
-            )
-        if self.quantized_reduce not in QUANTIZED_REDUCE:
-            raise ConfigError(
-                f"sync.quantized_reduce: unknown scheme {self.quantized_reduce!r}",
-                help=f"choose one of: {', '.join(QUANTIZED_REDUCE)}",
             )
         if not 0 <= self.mix < 1:
             raise ConfigError(f"sync.mix must be in [0, 1), got {self.mix}")

@@ -59,15 +59,13 @@ class PeriodicOuterSync(Strategy):
     def _broadcast_initial(self) -> None:
         """Start every agent from rank 0's parameters (a 'control' message, not training).
 
-        On resume the agent loads its own checkpointed (local, not yet synchronized)
-        parameters before building the strategy; they are kept aside so that
-        :meth:`load_state_dict` can put them back after this broadcast.
+        A resumed agent loads its own checkpointed (local, not yet synchronized) parameters
+        after the strategy is built (``ddla.agent.train``), so this broadcast never overwrites
+        them.
         """
-        self._before_broadcast: list[torch.Tensor] | None = None
         if self.transport.world_size == 1 or not self.params:
             return
         with torch.no_grad():
-            self._before_broadcast = [p.detach().clone() for p in self.params]
             flat = torch.cat([p.detach().reshape(-1).float() for p in self.params])
             self.transport.broadcast(flat, src=0, tag="control")
             offset = 0
@@ -79,7 +77,6 @@ class PeriodicOuterSync(Strategy):
         return [sl.view(self.params[sl.index].detach()) for sl in self.fragments[f]]
 
     def after_step(self) -> None:
-        self._before_broadcast = None  # training has moved on: no resume can follow
         step = self.local_step
         for f in due_fragments(step=step, every=self.every, fragments=len(self.fragments)):
             self._sync(f, step, apply_now=self.overlap == 0)
@@ -147,10 +144,6 @@ class PeriodicOuterSync(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         with torch.no_grad():
-            if self._before_broadcast is not None:  # resume: this agent's own parameters
-                for p, saved in zip(self.params, self._before_broadcast, strict=True):
-                    p.copy_(saved)
-                self._before_broadcast = None
             for frag, saved in zip(self.anchor, state["anchor"], strict=True):
                 for a, s in zip(frag, saved, strict=True):
                     a.copy_(s)

@@ -105,14 +105,14 @@ def _resume(transport: Transport) -> tuple[list[torch.Tensor], list[torch.Tensor
             opt.step()
 
     def fresh(saved=None):
-        # As the agent does on resume: model and inner optimizer state first, then the strategy.
+        # As the agent does on resume: the strategy first (its construction broadcasts rank
+        # 0's fresh parameters), then the model, inner optimizer and strategy state.
         model = _model()
         opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+        strategy = build_strategy(sync, transport=transport, model=model, optimizer=opt)
         if saved is not None:
             model.load_state_dict(saved[0])
             opt.load_state_dict(saved[1])
-        strategy = build_strategy(sync, transport=transport, model=model, optimizer=opt)
-        if saved is not None:
             strategy.load_state_dict(saved[2])
         return model, opt, strategy
 
