@@ -17,13 +17,18 @@ class DataConfig:
     """
 
     dataset: str = "mnist1d"
-    """``digits``, ``mnist1d``, ``fashion-mnist``, or ``npz:PATH`` / ``PATH.npz`` for your own."""
+    """``digits``, ``mnist1d``, ``fashion-mnist``, or ``npz:PATH`` / ``PATH.npz`` for your own;
+    text for language models: ``python-stdlib`` (built in) or ``text:PATH`` (file or directory)."""
     root: str | None = None
     """Directory of the dataset files (Fashion-MNIST IDX); None uses the default location."""
     size: int | None = None
     """Number of samples to generate (MNIST-1D only; train + test, default 5000)."""
-    partition: str = "iid"
-    """How samples are split: ``iid``, ``dirichlet:ALPHA``, ``shards:K``, ``quantity:ALPHA``."""
+    partition: str = "auto"
+    """How samples are split: ``iid``, ``dirichlet:ALPHA``, ``shards:K``, ``quantity:ALPHA``,
+    ``contiguous`` (stored order, whole documents of a text corpus per agent); ``auto`` is the
+    dataset's natural split: ``iid`` for labelled samples, ``contiguous`` for text."""
+    context: int = 128
+    """Tokens per sample of a text dataset (the language model's context length)."""
     batch_size: int = 32
     """Samples per agent per step."""
     share: str = "none"
@@ -38,15 +43,18 @@ class DataConfig:
     """Where generated datasets are cached (default ``$DDLA_CACHE`` or ``~/.cache/ddla``)."""
 
     def __post_init__(self) -> None:
-        from ddla.data import DATASETS, parse_partition
+        from ddla.data import parse_partition
+        from ddla.data.loaders import dataset_names, is_known_dataset
 
-        is_npz = self.dataset.startswith("npz:") or self.dataset.endswith(".npz")
-        if not is_npz and self.dataset not in DATASETS:
+        if not is_known_dataset(self.dataset):
             raise ConfigError(
                 f"data.dataset: unknown dataset {self.dataset!r}",
-                help=f"choose one of: {', '.join(sorted(DATASETS))}, or npz:PATH",
+                help=f"choose one of: {', '.join(dataset_names())}",
             )
-        parse_partition(self.partition)
+        if self.partition != "auto":
+            parse_partition(self.partition)
+        if self.context < 2:
+            raise ConfigError(f"data.context must be >= 2, got {self.context}")
         from ddla.data.sharing import parse_share
 
         parse_share(self.share)

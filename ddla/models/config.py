@@ -17,11 +17,15 @@ class ModelConfig:
     """
 
     name: str = "mlp"
-    """Architecture: one of ``ddla.models.MODELS`` (``mlp``, ``cnn``)."""
+    """Architecture: one of ``ddla.models.MODELS`` (``mlp``, ``cnn``, ``gpt``)."""
     hidden: int = 256
-    """Width of the hidden layers (MLP units; CNN fully connected head)."""
+    """Width of the hidden layers (MLP units; CNN fully connected head; GPT model width)."""
     channels: int = 32
     """Convolution channels (CNN only)."""
+    layers: int = 4
+    """Transformer blocks (GPT only)."""
+    heads: int = 4
+    """Attention heads (GPT only; must divide ``hidden``)."""
 
     def __post_init__(self) -> None:
         from ddla.models.zoo import MODELS
@@ -31,5 +35,5 @@ class ModelConfig:
                 f"model.name: unknown model {self.name!r}",
                 help=f"choose one of: {', '.join(sorted(MODELS))}",
             )
-        if self.hidden < 1 or self.channels < 1:
-            raise ConfigError("model.hidden and model.channels must be >= 1")
+        if min(self.hidden, self.channels, self.layers, self.heads) < 1:
+            raise ConfigError("model.hidden, channels, layers and heads must be >= 1")
