@@ -103,11 +103,18 @@ def run(
     strategy: Annotated[str | None, typer.Option(help="Sync strategy (default allreduce).")] = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="digits, mnist1d, fashion-mnist or npz:PATH (default mnist1d)."),
+        typer.Option(
+            help="digits, mnist1d, fashion-mnist, npz:PATH; text: python-stdlib or text:PATH "
+            "(default mnist1d)."
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="mlp or cnn (default mlp).")] = None,
+    model: Annotated[str | None, typer.Option(help="mlp, cnn or gpt (default mlp).")] = None,
     partition: Annotated[
-        str | None, typer.Option(help="iid, dirichlet:A, shards:K or quantity:A (default iid).")
+        str | None,
+        typer.Option(
+            help="iid, dirichlet:A, shards:K, quantity:A or contiguous (default auto: iid, "
+            "contiguous for text)."
+        ),
     ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Optimizer steps per agent (default 600).")
