@@ -139,27 +139,33 @@ def fmt_bytes(n: float | None) -> str:
     return str(n)
 
 
+def _where(hit: dict[str, Any] | None) -> str:
+    return f"step {hit['step']}, {fmt_bytes(hit['bytes_per_agent'])}" if hit else "no"
+
+
+def _times(num: float, den: float | None) -> str:
+    return f"{num / den:,.0f}x" if den else "—"
+
+
 def table(results: list[dict[str, Any]]) -> str:
     base = results[0]
     lines = [
-        "| run | H | wire | final val. loss | ppl | vs allreduce ppl | bytes/agent | "
-        "reach allreduce loss at step | bytes/agent to reach | fewer bytes | tokens/s |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | H | wire | final val. loss | ppl | ppl vs allreduce | bytes/agent | "
+        "reaches allreduce's final loss | fewer bytes to it | allreduce reached this loss at "
+        "| fewer bytes than allreduce to this loss | tokens/s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        hit = r["to_allreduce_loss"]
-        ratio = (
-            base["bytes_per_agent"] / hit["bytes_per_agent"]
-            if hit and hit["bytes_per_agent"]
-            else None
-        )
+        hit, back = r["to_allreduce_loss"], r["allreduce_to_this_loss"]
+        back_ratio = _times(back["bytes_per_agent"], r["bytes_per_agent"]) if back else "—"
         lines.append(
             f"| {r['strategy']} | {r['every']} | {r['compress']} | {r['final_loss']:.4f} | "
             f"{r['final_perplexity']:.3f} | "
             f"{100 * (r['final_perplexity'] / base['final_perplexity'] - 1):+.1f}% | "
-            f"{fmt_bytes(r['bytes_per_agent'])} | {hit['step'] if hit else 'not reached'} | "
-            f"{fmt_bytes(hit['bytes_per_agent']) if hit else '—'} | "
-            f"{f'{ratio:,.0f}x' if ratio else '—'} | {r['tokens_per_s']:,.0f} |"
+            f"{fmt_bytes(r['bytes_per_agent'])} | {_where(hit)} | "
+            f"{_times(base['bytes_per_agent'], hit and hit['bytes_per_agent'])} | "
+            f"{_where(back)} | {back_ratio} | "
+            f"{r['tokens_per_s']:,.0f} |"
         )
     return "\n".join(lines)
 
@@ -187,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="+", metavar="STRATEGY:WIRE:H")
     p.add_argument("--work", default="runs/lm_diloco")
+    p.add_argument(
+        "--analyse-only",
+        action="store_true",
+        help="re-analyse the run directories of the last invocation without training; the "
+        "record keeps that invocation's command, SHA, machine and timing",
+    )
     args = p.parse_args(argv)
     runs = [r for r in grid(args.every, args.stream_every) if not args.only or spec(r) in args.only]
     if not runs or runs[0]["strategy"] != "allreduce":
@@ -195,42 +207,53 @@ def main(argv: list[str] | None = None) -> int:
     plan, index = [], []
     for run in runs:
         out = work / spec(run).replace(":", "-")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        if not args.analyse_only:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         plan.append((str(out), overrides(args, run)))
         index.append((out, run))
-    sha = git_sha()
+    name = "lm_diloco" + ("-only" if args.only else "")
+    rec = ROOT / "benchmarks" / "records" / name
     tokens = args.steps * args.batch_size * args.context * args.agents
-    print(f"{len(plan)} runs x {args.steps} steps x {args.agents} agents ({tokens:,} tokens "
-          f"each) at {sha}", flush=True)  # fmt: skip
-    start = time.perf_counter()
-    run_agents(_agent, args.agents, plan, timeout_s=6 * 3600)
-    elapsed = time.perf_counter() - start
+    command = " ".join([Path(sys.executable).name, *sys.argv])
+    if args.analyse_only:
+        previous = json.loads(rec.with_suffix(".json").read_text())
+        sha, elapsed, ran = previous["git_sha"], previous["elapsed_s"], previous["command"]
+        host, date = previous["machine"], previous["date_utc"]
+    else:
+        sha = git_sha()  # the code that runs, before anything can change the checkout
+        print(f"{len(plan)} runs x {args.steps} steps x {args.agents} agents ({tokens:,} tokens "
+              f"each) at {sha}", flush=True)  # fmt: skip
+        start = time.perf_counter()
+        run_agents(_agent, args.agents, plan, timeout_s=6 * 3600)
+        elapsed, ran, host = time.perf_counter() - start, command, machine()
+        date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     results = [analyse(out, run, args.agents) for out, run in index]
     target = results[0]["final_loss"]
     for r in results:
         r["to_allreduce_loss"] = to_target(r, target)
+        r["allreduce_to_this_loss"] = to_target(results[0], r["final_loss"])
     cfg = RunConfig.load(None, plan[0][1])
     params = sum(p.numel() for p in job_from_config(cfg).model.parameters())
     record = {
         "benchmark": "lm_diloco",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": ran,
+        "analysis_command": command,
         "git_sha": sha,
-        "machine": machine(),
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config": vars(args),
+        "machine": host,
+        "date_utc": date,
+        "config": {k: v for k, v in vars(args).items() if k != "analyse_only"},
         "model_parameters": params,
         "token_budget": tokens,
         "corpus": {"name": "python-stdlib", "sha256": results[0]["corpus_sha256"]},
         "target_loss": target,
         "elapsed_s": round(elapsed, 1),
         "notes": "diloco: only evaluations at sync points count toward reaching the target; "
-        "allreduce and streaming_diloco: every evaluation. Loss in nats per byte; "
+        "allreduce and streaming_diloco: every evaluation. allreduce_to_this_loss: the first "
+        "allreduce evaluation at or below this run's final loss. Loss in nats per byte; "
         f"bits per byte = loss / ln 2 (allreduce: {target / math.log(2):.3f}).",
         "results": results,
     }
-    name = "lm_diloco" + ("-only" if args.only else "")
-    rec = ROOT / "benchmarks" / "records" / name
     rec.parent.mkdir(parents=True, exist_ok=True)
     rec.with_suffix(".json").write_text(json.dumps(record, indent=1))
     md = table(results)
