@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-
 if TYPE_CHECKING:
     from ddla.aggregate import Aggregator
     from ddla.comm import Transport
