@@ -47,6 +47,7 @@ from ddla.optim import build_optimizer
 from ddla.runfiles import METRICS, SUMMARY, atomic_write_json, trim_metrics, write_agent_error
 from ddla.security.runtime import secure_join
 from ddla.sync import STRATEGIES, build_strategy
+from ddla.tasks import check_task_config, resolve_partition
 
 log = logging.getLogger("ddla.agent")
 
@@ -79,8 +80,10 @@ def train(
     # Transport masks every averaged update.
     security = secure_join(config.security, transport, out)
     protection = security.protection if security is not None else None
+    check_task_config(job.task_spec, config)
     x_train, y_train = job.train
-    parts = partition(config.data.partition, y_train.numpy(), world, tc.seed)
+    spec = resolve_partition(config.data.partition, job.task_spec)
+    parts = partition(spec, job.partition_labels.numpy(), world, tc.seed)
     shard = parts[rank]
     share = parse_share(config.data.share)
     if share and security is not None:
@@ -198,7 +201,7 @@ def train(
         input_shape=job.input_shape,
         classes=tuple(job.classes or ()),
         dataset=job.name,
-        extra={"strategy": config.sync.strategy, "agents": world},
+        extra={"strategy": config.sync.strategy, "agents": world, "task": job.task},
     )
     summary = build_summary(config, job, evaluator, tc.steps, out)
     summary["model_path"] = str(model_path)

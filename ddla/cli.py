@@ -65,6 +65,16 @@ def _flag_overrides(**flags: Any) -> list[str]:
     return [f"{key}={value}" for key, value in flags.items() if value is not None]
 
 
+def _metric_rows(table: Table, metrics: dict[str, float]) -> None:
+    """A task's metrics: fractions as percentages, loss and perplexity as numbers."""
+    for key in ("accuracy", "precision", "recall", "f1"):
+        if key in metrics:
+            table.add_row(key, f"{metrics[key]:.2%}")
+    if "perplexity" in metrics:
+        table.add_row("perplexity", f"{metrics['perplexity']:.3f}")
+    table.add_row("loss", f"{metrics['loss']:.4f}")
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     from ddla.metrics import human_bytes
 
@@ -74,9 +84,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "precision", "recall", "f1"):
-        table.add_row(key, f"{f[key]:.2%}")
-    table.add_row("loss", f"{f['loss']:.4f}")
+    _metric_rows(table, f)
     table.add_row("steps", str(summary["steps"]))
     table.add_row("bytes sent (all agents)", human_bytes(c["bytes_sent"]))
     table.add_row("bytes received (all agents)", human_bytes(c["bytes_received"]))
@@ -97,11 +105,18 @@ def run(
     strategy: Annotated[str | None, typer.Option(help="Sync strategy (default allreduce).")] = None,
     dataset: Annotated[
         str | None,
-        typer.Option(help="digits, mnist1d, fashion-mnist or npz:PATH (default mnist1d)."),
+        typer.Option(
+            help="digits, mnist1d, fashion-mnist, npz:PATH; text: python-stdlib or text:PATH "
+            "(default mnist1d)."
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="mlp or cnn (default mlp).")] = None,
+    model: Annotated[str | None, typer.Option(help="mlp, cnn or gpt (default mlp).")] = None,
     partition: Annotated[
-        str | None, typer.Option(help="iid, dirichlet:A, shards:K or quantity:A (default iid).")
+        str | None,
+        typer.Option(
+            help="iid, dirichlet:A, shards:K, quantity:A or contiguous (default auto: iid, "
+            "contiguous for text)."
+        ),
     ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Optimizer steps per agent (default 600).")
@@ -218,14 +233,22 @@ def join(
 def partition_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset to split.")] = "mnist1d",
     agents: Annotated[int, typer.Option(help="Number of agents.")] = 4,
-    partition: Annotated[str, typer.Option(help="iid, dirichlet:A, shards:K, quantity:A.")] = "iid",
+    partition: Annotated[
+        str,
+        typer.Option(
+            help="auto, iid, dirichlet:A, shards:K, quantity:A, contiguous (auto: iid for "
+            "labelled data, contiguous for text)."
+        ),
+    ] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
     root: Annotated[str | None, typer.Option(help="Dataset directory.")] = None,
 ) -> None:
-    """Show how a dataset would be split across agents (per-agent class histogram)."""
+    """Show how a dataset would be split across agents (per-agent class histogram; for a
+    text corpus, windows per document)."""
     from ddla.config import RunConfig
     from ddla.data import load_dataset, partition_table
     from ddla.data import partition as split
+    from ddla.tasks import get_task, resolve_partition
 
     cfg = RunConfig.load(
         None,
@@ -235,9 +258,12 @@ def partition_cmd(
         ),
     )
     ds = load_dataset(cfg.data.dataset, root=cfg.data.root, seed=seed)
-    labels = ds.y_train.numpy()
-    parts = split(cfg.data.partition, labels, cfg.agents, seed)
-    console.print(partition_table(parts, labels, ds.classes))
+    task = get_task(getattr(ds, "task", "classification"))
+    # A text corpus is split by document: show windows per document instead of per token.
+    labels = getattr(ds, "partition_labels", ds.y_train).numpy()
+    names = getattr(ds, "documents", ds.classes)
+    parts = split(resolve_partition(cfg.data.partition, task), labels, cfg.agents, seed)
+    console.print(partition_table(parts, labels, names))
 
 
 @app.command("eval")
@@ -251,28 +277,35 @@ def eval_cmd(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed the dataset split used.")] = 0,
 ) -> None:
-    """Evaluate a saved model on a dataset's test set: accuracy, precision, recall, F1."""
+    """Evaluate a saved model on a dataset's test set (a classifier: accuracy, precision,
+    recall, F1; a language model: loss, perplexity, next-token accuracy)."""
     from ddla.data import load_dataset
     from ddla.errors import DataError
-    from ddla.metrics import evaluate
     from ddla.models import load_model
+    from ddla.tasks import get_task
 
     module, meta = load_model(model_path)
     name = dataset or meta["dataset"]
-    ds = load_dataset(name, root=root, size=size, seed=seed)
+    task = get_task(meta.get("task", "classification"))
+    context = meta["input_shape"][0] if task.name == "lm" else 128
+    ds = load_dataset(name, root=root, size=size, seed=seed, context=context)
     if tuple(ds.input_shape) != tuple(meta["input_shape"]) or ds.num_classes != meta["num_classes"]:
         raise DataError(
             f"model expects inputs {tuple(meta['input_shape'])} and {meta['num_classes']} classes; "
             f"{name} has {tuple(ds.input_shape)} and {ds.num_classes}",
             help=f"evaluate on the dataset it was trained on ({meta['dataset']})",
         )
-    m = evaluate(module, ds.x_test, ds.y_test, num_classes=ds.num_classes)
+    if getattr(ds, "task", "classification") != task.name:
+        raise DataError(
+            f"model is a {task.name} model but {name} is a {getattr(ds, 'task', 'classification')} "
+            "dataset",
+            help=f"evaluate on the dataset it was trained on ({meta['dataset']})",
+        )
+    m = task.evaluate(module, ds.x_test, ds.y_test, num_classes=ds.num_classes)
     table = Table(title=f"{model_path} on {name} ({len(ds.y_test)} test samples)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("accuracy", "precision", "recall", "f1"):
-        table.add_row(key, f"{m[key]:.2%}")
-    table.add_row("loss", f"{m['loss']:.4f}")
+    _metric_rows(table, m)
     console.print(table)
 
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.nn import functional as F
 
 from ddla.errors import DataError
+from ddla.tasks import Task, get_task
 
 if TYPE_CHECKING:
     from ddla.config import RunConfig
@@ -35,14 +35,27 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass(kw_only=True)
 class Job:
-    """A model plus the full train and test sets; ddla shards ``train`` across agents."""
+    """A model plus the full train and test sets; ddla shards ``train`` across agents.
+
+    ``task="lm"`` makes it a language-model job: ``train``/``test`` are token windows
+    ``(x [N, T], y [N, T])`` with ``y`` the next tokens, ``classes`` the vocabulary, the loss
+    per-token cross-entropy and the metrics loss, perplexity and next-token accuracy.
+    """
 
     model: torch.nn.Module
     train: tuple[torch.Tensor, torch.Tensor]
     test: tuple[torch.Tensor, torch.Tensor]
     optimizer: OptimizerFactory | None = None
     """Builds the local optimizer from parameters; None uses ``optim.*`` of the run config."""
-    loss: LossFn = F.cross_entropy
+    loss: LossFn | None = None
+    """Training loss ``loss(model(x), y)``; None uses the task's (cross-entropy)."""
+    task: str = "classification"
+    """``classification`` or ``lm`` (see :mod:`ddla.tasks`)."""
+    groups: torch.Tensor | None = None
+    """What partitions split on, one id per training sample (a text window's document);
+    None uses the training labels."""
+    data_info: dict[str, Any] | None = None
+    """Provenance of the data (a text corpus's files and SHA-256), copied into summary.json."""
     classes: Sequence[str] | None = None
     """Class names (for reports); default ``0..C-1``."""
     name: str = "custom"
@@ -51,6 +64,14 @@ class Job:
     """Set for zoo models so ``model.json`` can rebuild the architecture."""
 
     def __post_init__(self) -> None:
+        spec = get_task(self.task)
+        if self.loss is None:
+            self.loss = spec.loss
+        if self.groups is not None and len(self.groups) != len(self.train[0]):
+            raise DataError(
+                f"groups: {len(self.groups)} ids for {len(self.train[0])} training samples",
+                help="give one partition id per training sample",
+            )
         for split, (x, y) in (("train", self.train), ("test", self.test)):
             if len(x) != len(y):
                 raise DataError(f"{split}: {len(x)} samples but {len(y)} labels")
@@ -59,6 +80,16 @@ class Job:
         if self.classes is None:
             n = int(max(self.train[1].max(), self.test[1].max())) + 1
             self.classes = tuple(str(i) for i in range(n))
+
+    @property
+    def task_spec(self) -> Task:
+        """The :class:`~ddla.tasks.Task` named by :attr:`task`."""
+        return get_task(self.task)
+
+    @property
+    def partition_labels(self) -> torch.Tensor:
+        """One id per training sample for the partitioner: :attr:`groups` or the labels."""
+        return self.groups if self.groups is not None else self.train[1]
 
     @property
     def num_classes(self) -> int:
@@ -80,6 +111,7 @@ def job_from_config(config: RunConfig) -> Job:
         size=config.data.size,
         seed=config.train.seed,
         cache_dir=config.data.cache_dir,
+        context=config.data.context,
     )
     model = build_model(
         config.model,
@@ -94,4 +126,7 @@ def job_from_config(config: RunConfig) -> Job:
         classes=tuple(ds.classes),
         name=ds.name,
         model_config=config.model,
+        task=getattr(ds, "task", "classification"),
+        groups=getattr(ds, "groups_train", None),
+        data_info=getattr(ds, "provenance", None),
     )

@@ -36,11 +36,11 @@ CASES = [
         "optim.name: unknown optimizer 'lion'",
         "choose one of: auto, sgd, adamw, adam",
     ),
-    ("model.name=vit", "model.name: unknown model 'vit'", "choose one of: cnn, mlp"),
+    ("model.name=vit", "model.name: unknown model 'vit'", "choose one of: cnn, gpt, mlp"),
     (
         "data.dataset=cifar",
         "data.dataset: unknown dataset 'cifar'",
-        "choose one of: digits, fashion-mnist, mnist1d, or npz:PATH",
+        "choose one of: digits, fashion-mnist, mnist1d, python-stdlib, or npz:PATH, PATH.npz or text:PATH",
     ),
 ]
 

@@ -9,13 +9,13 @@ from ddla.errors import ConfigError
 
 
 def _datasets() -> list[str]:
-    from ddla.data import DATASETS  # late: the package imports this module
+    from ddla.data.loaders import DATASETS, TEXT_DATASETS  # late: the package imports us
 
-    return sorted(DATASETS)
+    return sorted([*DATASETS, *TEXT_DATASETS])
 
 
-def _is_npz(name: str) -> bool:
-    return name.startswith("npz:") or name.endswith(".npz")
+def _is_path(name: str) -> bool:
+    return name.startswith(("npz:", "text:")) or name.endswith(".npz")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -27,14 +27,21 @@ class DataConfig:
         32
     """
 
-    dataset: str = choice("mnist1d", _datasets, noun="dataset", also=("npz:PATH", _is_npz))
-    """``digits``, ``mnist1d``, ``fashion-mnist``, or ``npz:PATH`` / ``PATH.npz`` for your own."""
+    dataset: str = choice(
+        "mnist1d", _datasets, noun="dataset", also=("npz:PATH, PATH.npz or text:PATH", _is_path)
+    )
+    """``digits``, ``mnist1d``, ``fashion-mnist``, or ``npz:PATH`` / ``PATH.npz`` for your own;
+    text for language models: ``python-stdlib`` (built in) or ``text:PATH`` (file or directory)."""
     root: str | None = None
     """Directory of the dataset files (Fashion-MNIST IDX); None uses the default location."""
     size: int | None = None
     """Number of samples to generate (MNIST-1D only; train + test, default 5000)."""
-    partition: str = "iid"
-    """How samples are split: ``iid``, ``dirichlet:ALPHA``, ``shards:K``, ``quantity:ALPHA``."""
+    partition: str = "auto"
+    """How samples are split: ``iid``, ``dirichlet:ALPHA``, ``shards:K``, ``quantity:ALPHA``,
+    ``contiguous`` (stored order, whole documents of a text corpus per agent); ``auto`` is the
+    dataset's natural split: ``iid`` for labelled samples, ``contiguous`` for text."""
+    context: int = 128
+    """Tokens per sample of a text dataset (the language model's context length)."""
     batch_size: int = 32
     """Samples per agent per step."""
     share: str = "none"
@@ -52,7 +59,10 @@ class DataConfig:
         from ddla.data import parse_partition
 
         check_choices(self, "data")
-        parse_partition(self.partition)
+        if self.partition != "auto":
+            parse_partition(self.partition)
+        if self.context < 2:
+            raise ConfigError(f"data.context must be >= 2, got {self.context}")
         from ddla.data.sharing import parse_share
 
         parse_share(self.share)

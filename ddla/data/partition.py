@@ -15,6 +15,10 @@ Schemes, chosen by a spec string (see :func:`parse_partition`):
 - ``quantity:ALPHA``: quantity skew. Agent sizes proportional to a Dir(ALPHA) draw, labels
   IID (Li, Diao, Chen & He 2022, "Federated Learning on Non-IID Data Silos: An Experimental
   Study", ICDE, arXiv 2102.02079).
+- ``contiguous``: samples in stored order, cut into ``n_agents`` near-equal runs, each cut moved
+  to the nearest change of label when one lies within half a part. For a text corpus the
+  "labels" are document ids, so every agent reads whole documents (the natural split of
+  text across data owners, as in DiLoCo's non-i.i.d. C4 shards, Douillard et al. 2023).
 
 Every result is a list of ``n_agents`` sorted, disjoint ``int64`` index arrays, each non-empty,
 identical for identical ``(spec, labels, n_agents, seed)``. All schemes cover every sample,
@@ -30,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +48,7 @@ __all__ = [
     "IID",
     "PARTITIONERS",
     "PARTITION_FORMS",
+    "Contiguous",
     "Dirichlet",
     "Partitioner",
     "Quantity",
@@ -52,7 +58,7 @@ __all__ = [
 ]
 
 PARTITION_FORMS = (
-    "iid, dirichlet:ALPHA (ALPHA>0), shards:K (integer K>=1), quantity:ALPHA (ALPHA>0)"
+    "iid, dirichlet:ALPHA (ALPHA>0), shards:K (integer K>=1), quantity:ALPHA (ALPHA>0), contiguous"
 )
 
 Partitioner = Callable[[np.ndarray, int, int], list[np.ndarray]]
@@ -190,11 +196,40 @@ class Quantity:
         return _split_by_counts(rng.permutation(len(labels)), counts)
 
 
+@dataclass(frozen=True, slots=True)
+class Contiguous:
+    """Stored order cut into near-equal runs, cuts snapped to the nearest label change.
+
+    A cut at ``k * N / n_agents`` moves to the nearest index where the label differs from
+    the one before (a document boundary, for text) if that lies within half a part and keeps
+    every part non-empty; otherwise it stays put (a document larger than a part is split).
+    The seed is not used: the split is the data's own order.
+    """
+
+    def __call__(self, labels: np.ndarray, n_agents: int, seed: int) -> list[np.ndarray]:
+        n = len(labels)
+        changes = np.flatnonzero(labels[1:] != labels[:-1]) + 1
+        cuts = [0]
+        for k in range(1, n_agents):
+            target = k * n / n_agents
+            cut = round(target)
+            if len(changes):
+                near = changes[np.argmin(np.abs(changes - target))]
+                if abs(near - target) <= n / (2 * n_agents):
+                    cut = int(near)
+            # Keep each part non-empty and leave room for the parts still to come.
+            cut = min(max(cut, cuts[-1] + 1), n - (n_agents - k))
+            cuts.append(cut)
+        cuts.append(n)
+        return [np.arange(a, b, dtype=np.int64) for a, b in itertools.pairwise(cuts)]
+
+
 PARTITIONERS: dict[str, type] = {
     "iid": IID,
     "dirichlet": Dirichlet,
     "shards": Shards,
     "quantity": Quantity,
+    "contiguous": Contiguous,
 }
 """Scheme name -> partitioner class; the spec's parameter (if any) is its one argument."""
 
@@ -221,10 +256,10 @@ def parse_partition(spec: str) -> Partitioner:
     cls = PARTITIONERS.get(name)
     if cls is None:
         raise _bad_spec(spec, f"unknown scheme {name!r}")
-    if cls is IID:
+    if cls in (IID, Contiguous):
         if sep:
-            raise _bad_spec(spec, "iid takes no parameter")
-        return IID()
+            raise _bad_spec(spec, f"{name} takes no parameter")
+        return cls()
     if not arg:
         raise _bad_spec(spec, f"{name} needs a parameter")
     if cls is Shards:

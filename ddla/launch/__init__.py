@@ -62,9 +62,12 @@ def _preflight(config: RunConfig) -> None:
     """Load the data and split it once here so data errors surface before agents start."""
     from ddla.data import partition
     from ddla.job import job_from_config
+    from ddla.tasks import check_task_config, resolve_partition
 
     job = job_from_config(config)
-    partition(config.data.partition, job.train[1].numpy(), config.agents, config.train.seed)
+    check_task_config(job.task_spec, config)
+    spec = resolve_partition(config.data.partition, job.task_spec)
+    partition(spec, job.partition_labels.numpy(), config.agents, config.train.seed)
 
 
 def launch(

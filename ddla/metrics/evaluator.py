@@ -4,6 +4,10 @@ Every agent evaluates its own model on the test set and the rows are gathered on
 also evaluates the average of all agents' parameters (the global model) and writes one JSONL
 line per agent plus one ``"global"`` line. Evaluation traffic is tagged ``eval`` so it never
 counts as a strategy's cost.
+
+What is measured is the job's task's business (:mod:`ddla.tasks`): a classifier gets
+accuracy, macro precision/recall/F1 and loss, a language model validation loss, perplexity
+and next-token accuracy.
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-
-from ddla.metrics.meters import evaluate
 
 if TYPE_CHECKING:
     from ddla.aggregate import Aggregator
@@ -61,6 +63,7 @@ class Evaluator:
         self.job, self.config, self.sink = job, config, sink
         self.aggregator = aggregator
         self.transport = aggregator.transport
+        self.task = job.task_spec
         self.global_model = copy.deepcopy(job.model)
         self.merged_state: dict[str, torch.Tensor] = {}
         self.last: dict[str, Any] = {}
@@ -68,6 +71,7 @@ class Evaluator:
     def __call__(self, step: int, model: torch.nn.Module, timer: AgentTimer) -> dict[str, Any]:
         x, y = self.job.test
         nc = self.job.num_classes
+        evaluate = self.task.evaluate
         local = evaluate(model, x, y, num_classes=nc) if self.config.train.eval_agents else {}
         row = agent_row(step, self.transport.rank, local, self.transport, timer)
         rows = self.transport.all_gather_object(row, tag="eval")
@@ -93,7 +97,8 @@ class Evaluator:
                     self.sink.write(r)
             self.sink.write(global_row)
         self.last = {"global": global_row, "agents": rows}
-        log.info("step %d global accuracy %.4f loss %.4f", step, merged["accuracy"], merged["loss"])
+        head = self.task.headline
+        log.info("step %d global %s %.4f loss %.4f", step, head, merged[head], merged["loss"])
         return global_row
 
 
@@ -101,16 +106,24 @@ def build_summary(
     config: RunConfig, job: Job, evaluator: Evaluator, steps: int, out: Path
 ) -> dict[str, Any]:
     """summary.json from the last evaluation (a contract: extend it, never rename keys)."""
+    from ddla.tasks import resolve_partition
+
     g, rows = evaluator.last["global"], evaluator.last["agents"]
-    return {
+    task = evaluator.task
+    world = evaluator.transport.world_size
+    train_s = max(r["train_s"] for r in rows)
+    samples = steps * config.data.batch_size * world
+    per_sample = task.tokens_per_sample(job.input_shape)
+    summary = {
         "strategy": config.sync.strategy,
-        "agents": evaluator.transport.world_size,
+        "agents": world,
         "dataset": job.name,
+        "task": task.name,
         "model": config.model.name if job.model_config is not None else "custom",
-        "partition": config.data.partition,
+        "partition": resolve_partition(config.data.partition, task),
         "seed": config.train.seed,
         "steps": steps,
-        "final": {k: g[k] for k in ("accuracy", "precision", "recall", "f1", "loss")},
+        "final": {k: g[k] for k in task.metrics},
         "comm": {
             "bytes_sent": sum(r["bytes_sent"] for r in rows),
             "bytes_received": sum(r["bytes_received"] for r in rows),
@@ -134,7 +147,12 @@ def build_summary(
             "wall_s": g["wall_s"],
             "compute_s": g["compute_s"],
             "comm_s": g["comm_s"],
-            "train_s": max(r["train_s"] for r in rows),
+            "train_s": train_s,
+        },
+        # All agents together; train_s is the slowest agent's time inside training steps.
+        "throughput": {
+            "samples_per_s": samples / train_s if train_s > 0 else None,
+            "tokens_per_s": samples * per_sample / train_s if train_s > 0 and per_sample else None,
         },
         "model_path": str(out / "model.safetensors"),
         "config": config.to_dict(),
@@ -144,3 +162,6 @@ def build_summary(
             "modelled_s": evaluator.transport.clock.modelled_s,
         },
     }
+    if job.data_info is not None:
+        summary["data_info"] = job.data_info
+    return summary

@@ -26,6 +26,7 @@ from torch.utils.tensorboard import SummaryWriter
 SCALARS = (
     "loss",
     "accuracy",
+    "perplexity",
     "precision",
     "recall",
     "f1",

@@ -24,13 +24,17 @@ class ModelConfig:
     """
 
     name: str = choice("mlp", _models, noun="model")
-    """Architecture: one of ``ddla.models.MODELS`` (``mlp``, ``cnn``)."""
+    """Architecture: one of ``ddla.models.MODELS`` (``mlp``, ``cnn``, ``gpt``)."""
     hidden: int = 256
-    """Width of the hidden layers (MLP units; CNN fully connected head)."""
+    """Width of the hidden layers (MLP units; CNN fully connected head; GPT model width)."""
     channels: int = 32
     """Convolution channels (CNN only)."""
+    layers: int = 4
+    """Transformer blocks (GPT only)."""
+    heads: int = 4
+    """Attention heads (GPT only; must divide ``hidden``)."""
 
     def __post_init__(self) -> None:
         check_choices(self, "model")
-        if self.hidden < 1 or self.channels < 1:
-            raise ConfigError("model.hidden and model.channels must be >= 1")
+        if min(self.hidden, self.channels, self.layers, self.heads) < 1:
+            raise ConfigError("model.hidden, channels, layers and heads must be >= 1")

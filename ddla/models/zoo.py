@@ -1,6 +1,7 @@
 """The model zoo: small, real architectures sized from the dataset.
 
 - ``mlp``: flatten, two hidden ReLU layers.
+- ``gpt``: a small decoder-only transformer language model (``ddla/models/gpt.py``).
 - ``cnn``: 1-D convolutions for vector inputs (MNIST-1D, as in Greydanus 2020, arXiv
   2011.14439: three conv layers of 25 channels, kernel 5, stride 2), 2-D convolutions for images.
 
@@ -20,6 +21,7 @@ import torch
 from torch import nn
 
 from ddla.models.config import ModelConfig
+from ddla.models.gpt import gpt
 
 
 def mlp(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -84,6 +86,7 @@ def cnn(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> 
 MODELS: dict[str, Callable[[ModelConfig, tuple[int, ...], int], nn.Module]] = {
     "mlp": mlp,
     "cnn": cnn,
+    "gpt": gpt,
 }
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ddla.data import PARTITIONERS, load_dataset, parse_partition, partition, partition_stats
-from ddla.data.partition import IID, Dirichlet, Quantity, Shards
+from ddla.data.partition import IID, Contiguous, Dirichlet, Quantity, Shards
 from ddla.errors import ConfigError
 
 SPECS = ["iid", "dirichlet:0.1", "dirichlet:10", "shards:2", "quantity:0.5"]
@@ -110,6 +110,7 @@ def test_quantity_tiny_alpha_keeps_every_agent_nonempty(labels):
         ("dirichlet:0.5", Dirichlet(alpha=0.5)),
         (" shards:3 ", Shards(k=3)),
         ("quantity:2", Quantity(alpha=2.0)),
+        ("contiguous", Contiguous()),
     ],
 )
 def test_parse_partition_accepts_the_documented_forms(spec, expected):
@@ -118,7 +119,7 @@ def test_parse_partition_accepts_the_documented_forms(spec, expected):
 
 def test_every_registered_scheme_parses():
     for name in PARTITIONERS:
-        spec = name if name == "iid" else f"{name}:1"
+        spec = name if name in ("iid", "contiguous") else f"{name}:1"
         assert isinstance(parse_partition(spec), PARTITIONERS[name])
 
 
@@ -127,6 +128,7 @@ def test_every_registered_scheme_parses():
     [
         ("random", "unknown scheme 'random'"),
         ("iid:3", "iid takes no parameter"),
+        ("contiguous:2", "contiguous takes no parameter"),
         ("dirichlet", "dirichlet needs a parameter"),
         ("dirichlet:", "dirichlet needs a parameter"),
         ("dirichlet:0", "ALPHA must be > 0"),

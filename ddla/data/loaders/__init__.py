@@ -2,7 +2,8 @@
 
 Every loader takes the same keyword arguments ``(root, size, seed, cache_dir)`` and returns a
 validated :class:`~ddla.data.dataset.Dataset`. A user file is named ``npz:PATH`` or any name
-ending in ``.npz``.
+ending in ``.npz``. Text corpora (``text:PATH`` and the built-in ``python-stdlib``) return a
+:class:`~ddla.data.loaders.text.TextDataset` of byte-token windows of ``context`` tokens.
 
 Example:
     >>> ds = load_dataset("digits", size=500, seed=1)
@@ -20,9 +21,18 @@ from ddla.data.loaders.digits import load_digits
 from ddla.data.loaders.fashion_mnist import load_fashion_mnist
 from ddla.data.loaders.mnist1d import load_mnist1d
 from ddla.data.loaders.npz import load_npz
+from ddla.data.loaders.text import TEXT_PREFIX, TextDataset, load_python_stdlib, load_text
 from ddla.errors import ConfigError
 
-__all__ = ["DATASETS", "NPZ_PREFIX", "dataset_names", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "NPZ_PREFIX",
+    "TEXT_DATASETS",
+    "TEXT_PREFIX",
+    "dataset_names",
+    "is_known_dataset",
+    "load_dataset",
+]
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
@@ -31,12 +41,30 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 """Built-in datasets by name; each loader takes ``root, size, seed, cache_dir`` keywords."""
 
+TEXT_DATASETS: dict[str, Callable[..., TextDataset]] = {"python-stdlib": load_python_stdlib}
+"""Built-in text corpora; their loaders also take ``context`` (tokens per sample)."""
+
 NPZ_PREFIX = "npz:"
+
+
+def is_known_dataset(name: str) -> bool:
+    """True for a built-in name or a ``npz:``/``.npz``/``text:`` user path (not yet checked)."""
+    return (
+        name in DATASETS
+        or name in TEXT_DATASETS
+        or name.startswith((NPZ_PREFIX, TEXT_PREFIX))
+        or name.endswith(".npz")
+    )
 
 
 def dataset_names() -> list[str]:
     """The names :func:`load_dataset` accepts, as shown in error messages."""
-    return [*sorted(DATASETS), f"{NPZ_PREFIX}PATH", "PATH.npz"]
+    return [
+        *sorted([*DATASETS, *TEXT_DATASETS]),
+        f"{NPZ_PREFIX}PATH",
+        "PATH.npz",
+        f"{TEXT_PREFIX}PATH",
+    ]
 
 
 def load_dataset(
@@ -46,7 +74,8 @@ def load_dataset(
     size: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
-) -> Dataset:
+    context: int = 128,
+) -> Dataset | TextDataset:
     """Load a dataset by name.
 
     Args:
@@ -56,6 +85,7 @@ def load_dataset(
             generated (default 5000). ``None`` keeps all.
         seed: fixes the train/test split, the subsample and the MNIST-1D generator.
         cache_dir: where generated data is cached (default ``$DDLA_CACHE`` or ``~/.cache/ddla``).
+        context: tokens per sample of a text corpus (ignored by the others).
 
     Raises:
         ConfigError: unknown name (the message lists the allowed names), or size out of range.
@@ -67,6 +97,10 @@ def load_dataset(
             help=f"set data.name to one of: {', '.join(dataset_names())}",
         )
     kwargs = {"root": root, "size": size, "seed": seed, "cache_dir": cache_dir}
+    if name.startswith(TEXT_PREFIX):
+        return load_text(name[len(TEXT_PREFIX) :], context=context, **kwargs)
+    if name in TEXT_DATASETS:
+        return TEXT_DATASETS[name](context=context, **kwargs)
     if name.startswith(NPZ_PREFIX):
         return load_npz(name[len(NPZ_PREFIX) :], **kwargs)
     if name.endswith(".npz"):
