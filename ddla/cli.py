@@ -75,7 +75,14 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for key in ("accuracy", "precision", "recall", "f1"):
         table.add_row(key, f"{f[key]:.2%}")
     table.add_row("loss", f"{f['loss']:.4f}")
-    table.add_row("steps", str(summary["steps"]))
+    budget = summary.get("budget")
+    if budget:
+        table.add_row(
+            "budget",
+            f"{budget['steps']} steps, {budget['epochs']:.3g} epochs ({budget['source']})",
+        )
+    else:
+        table.add_row("steps", str(summary["steps"]))
     table.add_row("bytes sent (all agents)", human_bytes(c["bytes_sent"]))
     table.add_row("bytes received (all agents)", human_bytes(c["bytes_received"]))
     link = summary.get("link") or {}
@@ -92,17 +99,31 @@ def summary_table(summary: dict[str, Any]) -> Table:
 @guarded
 def run(
     agents: Annotated[int | None, typer.Option(help="Number of local agents (default 4).")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Sync strategy (default allreduce).")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="allreduce, local_sgd, diloco or streaming_diloco (default allreduce; "
+            "periodic ones sync every sync.every steps, default 20/100/100)."
+        ),
+    ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(help="digits, mnist1d, fashion-mnist or npz:PATH (default mnist1d)."),
     ] = None,
-    model: Annotated[str | None, typer.Option(help="mlp or cnn (default mlp).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model: mlp or cnn (default mlp).")] = None,
     partition: Annotated[
         str | None, typer.Option(help="iid, dirichlet:A, shards:K or quantity:A (default iid).")
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Optimizer steps per agent (default 600).")
+        int | None,
+        typer.Option(
+            help="Optimizer steps per agent (default: --epochs, else the dataset's default "
+            "budget, else 600)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(help="Passes over the whole training set by all agents (instead of --steps)."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per agent per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate of the local optimizer.")] = None,
@@ -122,6 +143,14 @@ def run(
     tensorboard: Annotated[
         bool, typer.Option("--tensorboard", help="Also write TensorBoard files under OUT/tb.")
     ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Use an --out that holds a finished run or other files: they are moved "
+            "aside to OUT.previous-STAMP (never deleted) once the new run is known to start.",
+        ),
+    ] = False,
 ) -> None:
     """Train with N agents on this machine (4 agents on mnist1d by default)."""
     from ddla.launch import launch
@@ -136,6 +165,7 @@ def run(
             "model.name": model,
             "data.partition": partition,
             "train.steps": steps,
+            "train.epochs": epochs,
             "data.batch_size": batch_size,
             "optim.lr": lr,
             "train.seed": seed,
@@ -144,7 +174,11 @@ def run(
         },
     )
     summary = launch(
-        config_file=config, overrides=[*overrides, *(set_ or [])], resume=resume, progress=progress
+        config_file=config,
+        overrides=[*overrides, *(set_ or [])],
+        resume=resume,
+        force=force,
+        progress=progress,
     )
     console.print(summary_table(summary))
     console.print(f"report: {Path(summary['model_path']).parent / 'report.html'}")
@@ -320,7 +354,7 @@ def audit_verify(
         typer.Option(help="Run secret: also check the MACs ($DDLA_SECRET[_FILE] work too)."),
     ] = None,
 ) -> None:
-    """Check that no audit line was edited, reordered or removed; name each that was."""
+    """Check that no audit line or whole log was edited, reordered, removed, copied or swapped."""
     import os
 
     from ddla.errors import SecurityError
@@ -334,10 +368,13 @@ def audit_verify(
         console.print(f"{path}: {lines} lines", highlight=False)
     for problem in report.problems:
         err_console.print(f"[bold red]{problem}[/]", highlight=False, soft_wrap=True)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if not report.ok:
         raise SecurityError(
             f"audit log of {run_dir} failed verification ({len(report.problems)} problem(s))",
-            help="each line named above was altered after it was written (or the log is missing)",
+            help="each line or log named above was altered, removed, copied or swapped after "
+            "it was written",
         )
     checked = "hashes and MACs" if report.macs_checked else "hashes (pass --secret-file for MACs)"
     console.print(f"audit log intact: {checked} verified")
