@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "train.eval_agents=false",
         f"data.batch_size={args.batch_size}",
         f"optim.lr={args.lr}",
+        "optim.schedule=constant",  # as the recorded runs were measured
         "train.seed=0",
         "security.enabled=true",
         f"security.secret_file={key}",

@@ -28,7 +28,6 @@ from ddla.runfiles import (
     RUN_FILE,
     clear_agent_errors,
     plan_fresh_out,
-    prepare_run_dir,
     read_run_id,
     read_summary,
     start_fresh_run,
@@ -73,10 +72,10 @@ def preflight(config: RunConfig) -> None:
     Also loads the run secret when security is on: a missing, malformed or group/world-readable
     secret file is refused here in one line rather than by every agent.
     """
+    import warnings
+
     from ddla.data import partition
     from ddla.job import job_from_config
-
-    import warnings
 
     load_run_secret(config)
     with warnings.catch_warnings():
@@ -183,8 +182,8 @@ def launch(
                 _resume_checkpoint(cfg, out)
                 clear_agent_errors(out)
                 (out / CONFIG).write_text(cfg.to_yaml())
-        else:
-            prepare_run_dir(out)
+        # Other ranks write nothing before the rendezvous: on a shared filesystem rank 0 may
+        # not have claimed --out yet (the agent creates its logs after joining).
         result = agent_main(cfg.to_dict(), job_factory, resume is not None, faults, progress)
         if result:
             write_run_report(out)

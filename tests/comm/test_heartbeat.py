@@ -55,3 +55,13 @@ def test_without_a_silent_peer_the_mapped_error_is_kept() -> None:
     dead = RuntimeError("Connection closed by peer [127.0.0.1]:1234")
     err = name_silent_peers(dead, [], op="recv", tag="train", where="rank 1", timeout_s=5)
     assert isinstance(err, PeerFailedError) and "rank 1 closed the connection" in str(err)
+
+
+def test_a_join_names_the_agents_that_never_arrived() -> None:
+    from ddla.comm.join import _not_arrived
+
+    store = _stores(1)[0]
+    store.set("ddla-joined/0", "1")
+    store.set("ddla-joined/2", "1")
+    assert _not_arrived(store, 3) == [1]
+    assert _not_arrived(None, 3) == []
