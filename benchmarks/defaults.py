@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
-    path = write_record("defaults", config={"only": args.only}, figures=rows)
+    config = {"only": args.only, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+    path = write_record("defaults", config=config, figures=rows)
     print(f"record: {path}")
     return 0 if all(r["goal"] is None or r["accuracy"] >= r["goal"] for r in rows) else 1
 

@@ -337,8 +337,15 @@ def agent_main(
     out = Path(config.out)
     # N agents on one machine share its cores; letting each use them all oversubscribes the
     # CPU and slows every step (torchrun sets OMP_NUM_THREADS=1 for the same reason).
+    # An explicit OMP_NUM_THREADS wins: on a loaded shared machine two intra-op threads for
+    # one agent were measured 20-40x slower per step than one (the threads wait on each other).
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(
+        int(threads)
+        if threads.isdigit() and int(threads) > 0
+        else max(1, (os.cpu_count() or 1) // local_world)
+    )
     try:
         transport = Transport.from_env(backend=config.comm.backend, timeout_s=config.comm.timeout_s)
     except DdlaError as exc:  # a peer that never joined: record it, the launcher reports it

@@ -31,7 +31,7 @@ DEFAULT_STEPS = 600
 #: Default budgets in epochs, by (dataset, model), chosen to reach known-good accuracy.
 DEFAULT_EPOCHS: dict[tuple[str, str], float] = {
     ("fashion-mnist", "mlp"): 6.0,
-    ("mnist1d", "cnn"): 30.0,
+    ("mnist1d", "cnn"): 20.0,
 }
 
 

@@ -113,6 +113,7 @@ def test_pulls_during_a_run_follow_the_policy(secure_run, tmp_path):
     assert runner.invoke(app, ["audit", "verify", str(out)]).exit_code == 0
 
 
+@pytest.mark.timeout(900)  # three runs; under the shared machine's load one takes minutes
 def test_resumed_run_replays_its_pulls(secure_run, tmp_path):
     import ddla
 

@@ -38,7 +38,9 @@ _HELP = (
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"dataset file {path} does not exist", help="check the path after npz:")
-    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and blame object arrays
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # np.load would try it as a pickle and blame object arrays
         raise DataError(
             f"{path}: not an .npz file (an .npz is a zip archive of arrays)",
             help="write it with numpy.savez(path, x=..., y=...) or numpy.savez_compressed",
