@@ -6,12 +6,12 @@ import pytest
 import torch
 from conftest import run_handshakes
 
+from ddla.aggregate.aggregator import Protection
 from ddla.errors import AccessDeniedError
 from ddla.security.audit import AuditLog
 from ddla.security.config import SecurityConfig
 from ddla.security.envelope import Envelope
 from ddla.security.runtime import AgentSecurity
-from ddla.security.transport import SecureTransport
 
 SECRET = b"p" * 32
 
@@ -21,7 +21,8 @@ def _security(session, policy, tmp_path) -> AgentSecurity:
     return AgentSecurity(
         session=session,
         envelope=Envelope(session),
-        transport=SecureTransport.__new__(SecureTransport),  # not used by the check
+        transport=None,  # the check runs before anything is sent
+        protection=Protection(masking=None, audit=audit),
         audit=audit,
         config=SecurityConfig(enabled=True, secret_file="unused", policy=str(policy)),
     )
