@@ -85,6 +85,7 @@ def overrides(args: argparse.Namespace, partition: str, run: dict[str, Any]) -> 
         "model.name=mlp",
         f"optim.name={args.optim}",
         f"optim.lr={args.lr}",
+        "optim.schedule=constant",  # as the recorded runs were measured
         f"model.hidden={args.hidden}",
         f"train.steps={args.steps}",
         f"train.eval_every={args.eval_every}",

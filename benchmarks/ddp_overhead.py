@@ -77,7 +77,8 @@ def run_plain(config: RunConfig) -> tuple[float, float]:
 
 
 def run_ddla(config: RunConfig) -> tuple[float, float]:
-    summary = ddla.launch(config=config, progress=False)
+    # Every round reuses one scratch run directory: replacing the previous round is intended.
+    summary = ddla.launch(config=config, progress=False, force=True)
     agents = summary["comm"]["per_agent"]
     return max(a["train_s"] for a in agents), max(a["train_cpu_s"] for a in agents)
 

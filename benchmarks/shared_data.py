@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     fractions = [float(f) for f in args.fractions.split(",")]
     work = Path(tempfile.mkdtemp(prefix="ddla-shared-data-"))
     key = write_secret(work / "run.key")
+    # Sharing, like pulling, needs each owner's consent: every peer may take the shared samples.
+    policy = work / "policy.yaml"
+    policy.write_text(
+        'agents:\n  "*":\n    - {peers: "*", kinds: [samples], classes: "*", max_samples: 100000}\n'
+    )
     common = [
         f"agents={args.agents}",
         f"data.dataset={args.dataset}",
@@ -73,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         "train.eval_agents=false",
         f"data.batch_size={args.batch_size}",
         f"optim.lr={args.lr}",
+        "optim.schedule=constant",  # as the recorded runs were measured
         "train.seed=0",
         "security.enabled=true",
         f"security.secret_file={key}",
         "security.secure_aggregation=true",
+        f"security.policy={policy}",
     ]
     results = []
     for i, (label, overrides) in enumerate(_runs(fractions)):

@@ -38,6 +38,7 @@ BASE = [
     "data.batch_size=64",
     "optim.name=adamw",
     "optim.lr=0.001",
+    "optim.schedule=constant",  # as the recorded runs were measured
     "train.seed=0",
     "train.eval_agents=false",
     "comm.link=wan-100",

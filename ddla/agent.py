@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ddla.budget import resolve_budget
 from ddla.checkpoint import (
     commit_checkpoint,
     file_sha256,
@@ -32,19 +33,30 @@ from ddla.checkpoint import (
 )
 from ddla.comm import Transport
 from ddla.comm.agree import agree_on_config, state_sha256
+from ddla.comm.failures import is_comm_failure, name_silent_peers
+from ddla.comm.heartbeat import Heartbeat
 from ddla.compute import Replica
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.data.sharing import parse_share
-from ddla.errors import DdlaError
+from ddla.errors import CheckpointError, CommError, DdlaError
 from ddla.job import Job, job_from_config
 from ddla.metrics import ConsoleProgress, JsonlSink
 from ddla.metrics.evaluator import Evaluator, build_summary
 from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.metrics.timer import AgentTimer
 from ddla.models import save_model
-from ddla.optim import build_optimizer
-from ddla.runfiles import METRICS, SUMMARY, atomic_write_json, trim_metrics, write_agent_error
+from ddla.optim import LrSchedule, build_optimizer
+from ddla.runfiles import (
+    METRICS,
+    RUN_FILE,
+    SUMMARY,
+    atomic_write_json,
+    new_run_id,
+    read_run_id,
+    trim_metrics,
+    write_agent_error,
+)
 from ddla.security.runtime import secure_join
 from ddla.sync import STRATEGIES, build_strategy
 from ddla.tasks import check_task_config, resolve_partition
@@ -81,7 +93,20 @@ def train(
     security = secure_join(config.security, transport, out)
     protection = security.protection if security is not None else None
     check_task_config(job.task_spec, config)
+    from ddla.launch.resume import fixed_settings  # here: ddla.launch imports this module
+
+    ckpt_key = security.checkpoint_key if security is not None else None
+    run_id = _shared_run_id(out, transport, resume=resume)
     x_train, y_train = job.train
+    budget = resolve_budget(
+        tc,
+        dataset=config.data.dataset,
+        model=job.model_config.name if job.model_config is not None else "custom",
+        train_size=len(y_train),
+        agents=world,
+        batch_size=config.data.batch_size,
+    )
+    steps = budget.steps
     spec = resolve_partition(config.data.partition, job.task_spec)
     parts = partition(spec, job.partition_labels.numpy(), world, tc.seed)
     shard = parts[rank]
@@ -102,15 +127,29 @@ def train(
             seed=tc.seed,
         )
     batches = AgentBatches(shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
-    log.info("shard of %d samples, %d agents, strategy %s", len(shard), world, config.sync.strategy)
+    log.info(
+        "shard of %d samples, %d agents, strategy %s, budget %s",
+        len(shard),
+        world,
+        config.sync.strategy,
+        budget.describe(),
+    )
 
     model = job.model
-    state = read_agent_state(out, rank=rank) if resume else None
+    state = (
+        read_agent_state(out, rank=rank, run_id=run_id, key=ckpt_key, world_size=world)
+        if resume
+        else None
+    )
     default_opt = STRATEGIES[config.sync.strategy].default_optimizer
     optimizer = (
         job.optimizer(model.parameters())
         if job.optimizer is not None
         else build_optimizer(config.optim, model.parameters(), default=default_opt)
+    )
+    # The schedule's base rates are read before a checkpoint's (scheduled) rates are loaded.
+    schedule = (
+        LrSchedule(optimizer, config.optim.schedule, steps) if job.optimizer is None else None
     )
     strategy = build_strategy(
         config.sync, transport=transport, model=model, optimizer=optimizer, protection=protection
@@ -129,7 +168,7 @@ def train(
         log.info("resumed at step %d", start)
     timer = AgentTimer(transport, state["timer"] if state else None)
     if puller is not None and start:  # resumed: redo earlier pulls so the data is the same
-        puller.replay(start, tc.steps)
+        puller.replay(start, steps)
         x_train, y_train = puller.x, puller.y
         batches = AgentBatches(
             puller.shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank
@@ -151,31 +190,40 @@ def train(
 
     compute = Replica(strategy=strategy, optimizer=optimizer, loss=job.loss, batch=batch)
     bar = ConsoleProgress(
-        total=tc.steps,
+        total=steps,
         description=f"{config.sync.strategy} x{world}",
         enabled=progress and rank == 0,
     )
     try:
         with bar:
             bar.update(start)
-            for step in range(start, tc.steps):
+            for step in range(start, steps):
                 timer.begin_step()
+                if schedule is not None:
+                    schedule.apply(step)
                 loss = compute(step)
                 timer.end_step()
                 done = step + 1
                 if faults is not None:
                     faults.apply(rank, done)
-                if puller is not None and puller.due(done, tc.steps):
+                if puller is not None and puller.due(done, steps):
                     puller.run()
                     x_train, y_train = puller.x, puller.y
                     batches = AgentBatches(
                         puller.shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank
                     )
                 acc = None
-                if tc.eval_every and done % tc.eval_every == 0 and done < tc.steps:
+                if tc.eval_every and done % tc.eval_every == 0 and done < steps:
                     acc = evaluator(done, model, timer).get("accuracy")
                 if tc.checkpoint_every and done % tc.checkpoint_every == 0:
-                    _save_checkpoint(out, done, model, optimizer, strategy, transport, timer)
+                    _save_checkpoint(
+                        out,
+                        done,
+                        (model, optimizer, strategy, transport, timer),
+                        run_id=run_id,
+                        fixed=fixed_settings(config),
+                        key=ckpt_key,
+                    )
                 bar.update(
                     done,
                     loss=loss.item(),
@@ -183,7 +231,7 @@ def train(
                     bytes_sent=int(transport.stats.totals("train")["bytes_sent"]),
                 )
             strategy.finish()
-            evaluator(tc.steps, model, timer)
+            evaluator(steps, model, timer)
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
@@ -203,16 +251,47 @@ def train(
         dataset=job.name,
         extra={"strategy": config.sync.strategy, "agents": world, "task": job.task},
     )
-    summary = build_summary(config, job, evaluator, tc.steps, out)
+    summary = build_summary(config, job, evaluator, steps, out)
     summary["model_path"] = str(model_path)
+    summary["budget"] = budget.as_dict()
+    summary["run_id"] = run_id
     atomic_write_json(out / SUMMARY, summary)
     return summary
 
 
+def _shared_run_id(out: Path, transport: Transport, *, resume: bool) -> str:
+    """The run id in ``run.json`` (written by the launcher), as rank 0 reads it, on every agent.
+
+    A fresh run started without the launcher (``train`` called directly) gets a new one.
+    """
+    mine = read_run_id(out) if transport.rank == 0 else None
+    if mine is None and transport.rank == 0 and not resume:
+        mine = new_run_id()
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / RUN_FILE, {"run_id": mine})
+    if transport.world_size > 1:
+        mine = transport.all_gather_object(mine, tag="control")[0]
+    if mine is None:
+        raise CheckpointError(
+            f"{out} has no run id (run.json is missing)",
+            help="start agents through ddla run / ddla.launch, which write it",
+        )
+    return mine
+
+
 def _save_checkpoint(
-    out: Path, step: int, model, optimizer, strategy, transport: Transport, timer: AgentTimer
+    out: Path,
+    step: int,
+    parts: tuple[Any, Any, Any, Transport, AgentTimer],
+    *,
+    run_id: str,
+    fixed: dict[str, Any],
+    key: bytes | None,
 ) -> None:
+    model, optimizer, strategy, transport, timer = parts
+    # Only tensors and plain values, so a resume can load with weights_only=True.
     state = {
+        "run_id": run_id,
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -224,7 +303,15 @@ def _save_checkpoint(
     path = write_agent_state(out, step=step, rank=transport.rank, state=state)
     hashes = transport.all_gather_object((transport.rank, file_sha256(path)), tag="control")
     if transport.rank == 0:
-        commit_checkpoint(out, step=step, world_size=transport.world_size, hashes=dict(hashes))
+        commit_checkpoint(
+            out,
+            step=step,
+            world_size=transport.world_size,
+            hashes=dict(hashes),
+            run_id=run_id,
+            fixed=fixed,
+            key=key,
+        )
     # Nobody moves on (and possibly dies) before the checkpoint is committed.
     transport.barrier()
     log.info("checkpoint at step %d", step)
@@ -264,11 +351,24 @@ def agent_main(
     out = Path(config.out)
     # N agents on one machine share its cores; letting each use them all oversubscribes the
     # CPU and slows every step (torchrun sets OMP_NUM_THREADS=1 for the same reason).
+    # An explicit OMP_NUM_THREADS wins: on a loaded shared machine two intra-op threads for
+    # one agent were measured 20-40x slower per step than one (the threads wait on each other).
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    transport = Transport.from_env(backend=config.comm.backend, timeout_s=config.comm.timeout_s)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    torch.set_num_threads(
+        int(threads)
+        if threads.isdigit() and int(threads) > 0
+        else max(1, (os.cpu_count() or 1) // local_world)
+    )
+    try:
+        transport = Transport.from_env(backend=config.comm.backend, timeout_s=config.comm.timeout_s)
+    except DdlaError as exc:  # a peer that never joined: record it, the launcher reports it
+        write_agent_error(out, int(os.environ.get("RANK", "0")), exc)
+        raise
     transport.emulate_links(config.comm.link, config.comm.link_overrides, clock=config.comm.clock)
     _setup_logging(out, transport.rank)
+    heartbeat = Heartbeat(transport.store, rank=transport.rank, world_size=transport.world_size)
+    heartbeat.start()
     try:
         agree_on_config(
             transport.store, rank=transport.rank, world_size=transport.world_size,
@@ -279,10 +379,38 @@ def agent_main(
     except BaseException as exc:
         log.exception("agent failed")
         if isinstance(exc, (DdlaError, Exception)):
-            write_agent_error(out, transport.rank, exc)
+            reported = _explain(exc, transport, heartbeat, config.comm.timeout_s)
+            write_agent_error(out, transport.rank, reported)
+            if reported is not exc:
+                raise reported from exc
         raise
     finally:
+        heartbeat.stop()
         transport.close()
+
+
+def _explain(
+    exc: BaseException, transport: Transport, heartbeat: Heartbeat, timeout_s: float
+) -> BaseException:
+    """A communication failure, with the peers that stopped answering named (by heartbeat).
+
+    DDP's built-in all-reduce runs in C++ and bypasses the Transport, so its timeouts arrive
+    here as raw backend RuntimeErrors; they are mapped like the Transport's own.
+    """
+    if not is_comm_failure(exc):
+        return exc
+    silent = heartbeat.silent_peers()
+    log.info("communication failed; peers whose heartbeat stopped: %s", silent or "none")
+    if not silent and isinstance(exc, CommError):
+        return exc
+    return name_silent_peers(
+        exc,
+        silent,
+        op="all_reduce (DDP gradients)",
+        tag="train",
+        where=f"the group of {transport.world_size} agents",
+        timeout_s=timeout_s,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,6 +198,7 @@ def run_bench(
             config_file=config_file,
             overrides=[*overrides, *entry.overrides, f"out={run_dir}"],
             progress=progress,
+            force=True,  # a bench re-run replaces its own runs (the old ones are moved aside)
         )
         row = summarize(entry.label, run_dir, target)
         row["overrides"] = list(entry.overrides)

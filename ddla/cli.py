@@ -85,7 +85,14 @@ def summary_table(summary: dict[str, Any]) -> Table:
     table.add_column("metric")
     table.add_column("value", justify="right")
     _metric_rows(table, f)
-    table.add_row("steps", str(summary["steps"]))
+    budget = summary.get("budget")
+    if budget:
+        table.add_row(
+            "budget",
+            f"{budget['steps']} steps, {budget['epochs']:.3g} epochs ({budget['source']})",
+        )
+    else:
+        table.add_row("steps", str(summary["steps"]))
     table.add_row("bytes sent (all agents)", human_bytes(c["bytes_sent"]))
     table.add_row("bytes received (all agents)", human_bytes(c["bytes_received"]))
     link = summary.get("link") or {}
@@ -102,7 +109,13 @@ def summary_table(summary: dict[str, Any]) -> Table:
 @guarded
 def run(
     agents: Annotated[int | None, typer.Option(help="Number of local agents (default 4).")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Sync strategy (default allreduce).")] = None,
+    strategy: Annotated[
+        str | None,
+        typer.Option(
+            help="allreduce, local_sgd, diloco or streaming_diloco (default allreduce; "
+            "periodic ones sync every sync.every steps, default 20/100/100)."
+        ),
+    ] = None,
     dataset: Annotated[
         str | None,
         typer.Option(
@@ -119,7 +132,15 @@ def run(
         ),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Optimizer steps per agent (default 600).")
+        int | None,
+        typer.Option(
+            help="Optimizer steps per agent (default: --epochs, else the dataset's default "
+            "budget, else 600)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        float | None,
+        typer.Option(help="Passes over the whole training set by all agents (instead of --steps)."),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Samples per agent per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate of the local optimizer.")] = None,
@@ -146,6 +167,14 @@ def run(
             "(launch.engine; a cluster: --set launch.address=... or launch.master=...)."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Use an --out that holds a finished run or other files: they are moved "
+            "aside to OUT.previous-STAMP (never deleted) once the new run is known to start.",
+        ),
+    ] = False,
 ) -> None:
     """Train with N agents on this machine (4 agents on mnist1d by default)."""
     from ddla.launch import launch
@@ -161,6 +190,7 @@ def run(
             "model.name": model,
             "data.partition": partition,
             "train.steps": steps,
+            "train.epochs": epochs,
             "data.batch_size": batch_size,
             "optim.lr": lr,
             "train.seed": seed,
@@ -169,7 +199,11 @@ def run(
         },
     )
     summary = launch(
-        config_file=config, overrides=[*overrides, *(set_ or [])], resume=resume, progress=progress
+        config_file=config,
+        overrides=[*overrides, *(set_ or [])],
+        resume=resume,
+        force=force,
+        progress=progress,
     )
     if not summary:  # an agent of rank > 0 under torchrun: rank 0 reports the run
         return
@@ -416,7 +450,7 @@ def audit_verify(
         typer.Option(help="Run secret: also check the MACs ($DDLA_SECRET[_FILE] work too)."),
     ] = None,
 ) -> None:
-    """Check that no audit line was edited, reordered or removed; name each that was."""
+    """Check that no audit line or whole log was edited, reordered, removed, copied or swapped."""
     import os
 
     from ddla.errors import SecurityError
@@ -430,10 +464,13 @@ def audit_verify(
         console.print(f"{path}: {lines} lines", highlight=False)
     for problem in report.problems:
         err_console.print(f"[bold red]{problem}[/]", highlight=False, soft_wrap=True)
+    for note in report.notes:
+        console.print(f"note: {note}", highlight=False, soft_wrap=True)
     if not report.ok:
         raise SecurityError(
             f"audit log of {run_dir} failed verification ({len(report.problems)} problem(s))",
-            help="each line named above was altered after it was written (or the log is missing)",
+            help="each line or log named above was altered, removed, copied or swapped after "
+            "it was written",
         )
     checked = "hashes and MACs" if report.macs_checked else "hashes (pass --secret-file for MACs)"
     console.print(f"audit log intact: {checked} verified")

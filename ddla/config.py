@@ -39,8 +39,11 @@ from ddla.sync.config import SyncConfig
 class TrainConfig:
     """Length of the run, evaluation and checkpoint cadence, seed."""
 
-    steps: int = 600
-    """Optimizer steps each agent takes."""
+    steps: int | None = None
+    """Optimizer steps each agent takes; None: from ``epochs``, else the dataset's default
+    budget (``ddla.budget.DEFAULT_EPOCHS``; 600 steps where none is set)."""
+    epochs: float | None = None
+    """Passes over the whole training set by all agents together (instead of ``steps``)."""
     eval_every: int = 100
     """Evaluate on the test set every N steps (and always at the end); 0 = only at the end."""
     checkpoint_every: int = 0
@@ -51,8 +54,15 @@ class TrainConfig:
     """Also evaluate each agent's own model (not only the merged global one)."""
 
     def __post_init__(self) -> None:
-        if self.steps < 1:
+        if self.steps is not None and self.steps < 1:
             raise ConfigError(f"train.steps must be >= 1, got {self.steps}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise ConfigError(f"train.epochs must be > 0, got {self.epochs}")
+        if self.steps is not None and self.epochs is not None:
+            raise ConfigError(
+                "train.steps and train.epochs are both set",
+                help="give the budget one way: --steps N or --set train.epochs=E",
+            )
         for name in ("eval_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")

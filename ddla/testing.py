@@ -274,7 +274,7 @@ class FaultInjector:
         (True, False, False)
     """
 
-    KINDS = ("kill",)
+    KINDS = ("kill", "stop")
 
     def __init__(self, faults: Iterable[Fault] = ()) -> None:
         self.faults: list[Fault] = list(faults)
@@ -293,9 +293,26 @@ class FaultInjector:
         self.faults.append(Fault(kind="kill", rank=rank, at_step=at_step, exit_code=exit_code))
         return self
 
+    def stop(self, *, rank: int, at_step: int) -> FaultInjector:
+        """Freeze agent ``rank`` with SIGSTOP at ``at_step``: alive but not answering (a hung
+        peer); whoever ends the run must kill it (the launcher does)."""
+        if rank < 0 or at_step < 0:
+            raise ConfigError(
+                f"fault stop(rank={rank}, at_step={at_step}) needs rank >= 0 and at_step >= 0",
+                help="name an existing agent rank and a step the run will reach",
+            )
+        self.faults.append(Fault(kind="stop", rank=rank, at_step=at_step))
+        return self
+
     def _kill_for(self, rank: int, step: int) -> Fault | None:
         for fault in self.faults:
             if fault.kind == "kill" and fault.rank == rank and fault.at_step == step:
+                return fault
+        return None
+
+    def _stop_for(self, rank: int, step: int) -> Fault | None:
+        for fault in self.faults:
+            if fault.kind == "stop" and fault.rank == rank and fault.at_step == step:
                 return fault
         return None
 
@@ -304,12 +321,16 @@ class FaultInjector:
         return self._kill_for(rank, step) is not None
 
     def apply(self, rank: int, step: int) -> None:
-        """Hard-exit this process (``os._exit``) if a kill fault matches ``rank`` and ``step``."""
+        """Hard-exit (kill) or freeze (stop) this process if a fault matches ``rank``, ``step``."""
         fault = self._kill_for(rank, step)
         if fault is not None:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(fault.exit_code)
+        if self._stop_for(rank, step) is not None:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     def to_records(self) -> list[dict[str, Any]]:
         """Plain dicts (for a config file or JSON)."""
@@ -325,6 +346,9 @@ class FaultInjector:
                     f"unknown fault kind {record.get('kind')!r}",
                     help=f"choose one of: {', '.join(cls.KINDS)}",
                 )
+            if record["kind"] == "stop":
+                injector.stop(rank=int(record["rank"]), at_step=int(record["at_step"]))
+                continue
             injector.kill(
                 rank=int(record["rank"]),
                 at_step=int(record["at_step"]),

@@ -46,7 +46,7 @@ def test_speedups_against_the_first_entry() -> None:
 def test_run_bench_writes_record_table_and_plot(tmp_path: Path) -> None:
     calls: list[list[str]] = []
 
-    def fake_launch(*, config_file, overrides, progress):  # writes what a run would
+    def fake_launch(*, config_file, overrides, progress, force):  # writes what a run would
         calls.append(list(overrides))
         out = Path(next(o for o in overrides if o.startswith("out="))[4:])
         write_run_dir(out, agents=2, evals=5)

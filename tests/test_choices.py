@@ -40,7 +40,8 @@ CASES = [
     (
         "data.dataset=cifar",
         "data.dataset: unknown dataset 'cifar'",
-        "choose one of: digits, fashion-mnist, mnist1d, python-stdlib, or npz:PATH, PATH.npz or text:PATH",
+        "choose one of: digits, fashion-mnist, mnist1d, python-stdlib, "
+        "or npz:PATH, PATH.npz or text:PATH",
     ),
 ]
 

@@ -88,3 +88,47 @@ def comm_failure(
         help="check every agent's log; all agents must call the same ops in the same order "
         "with tensors of the same shape and dtype",
     )
+
+
+def is_comm_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` is a backend communication failure (raw, e.g. from inside DDP, or mapped)."""
+    if isinstance(exc, CommError):
+        return True
+    if not isinstance(exc, RuntimeError):
+        return False
+    low = _short(exc).lower()
+    return any(m in low for m in (*_PEER_GONE, *_TIMED_OUT, "pair closure"))
+
+
+def name_silent_peers(
+    exc: BaseException, silent: list[int], *, op: str, tag: str, where: str, timeout_s: float
+) -> CommError:
+    """The error to report for communication failure ``exc`` when ``silent`` peers stopped
+    answering (their heartbeats stopped; see :mod:`ddla.comm.heartbeat`).
+
+    A raw backend error (one raised inside DDP's C++ all-reduce, which bypasses the Transport)
+    is first mapped as ``op``; with ``silent`` empty the mapped error is returned unchanged.
+
+    Example:
+        >>> err = name_silent_peers(RuntimeError("Timed out waiting 5000ms for recv"), [2],
+        ...                         op="all_reduce", tag="train", where="the group",
+        ...                         timeout_s=5)
+        >>> print(err)  # doctest: +NORMALIZE_WHITESPACE
+        agent 2 stopped answering (its heartbeat stopped: stuck, paused or swapped out):
+        all_reduce (tag 'train') timed out after 5 s waiting for the group (Timed out waiting
+        5000ms for recv)
+    """
+    err = (
+        exc
+        if isinstance(exc, CommError)
+        else comm_failure(exc, op=op, tag=tag, where=where, timeout_s=timeout_s)
+    )
+    if not silent:
+        return err
+    who = ("agent " if len(silent) == 1 else "agents ") + ", ".join(map(str, silent))
+    cls = type(err) if isinstance(err, CommTimeoutError | PeerFailedError) else CommTimeoutError
+    return cls(
+        f"{who} stopped answering (its heartbeat stopped: stuck, paused or swapped out): {err}",
+        help=f"look at {who}: its process is alive but not running (e.g. stopped with SIGSTOP, "
+        "or its machine hangs); restart the run, or resume from the last checkpoint",
+    )

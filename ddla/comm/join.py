@@ -62,16 +62,36 @@ def join_env_group(backend: str, timeout_s: float) -> Any:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     limit = timedelta(seconds=timeout_s)
     where = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    store = None
     try:
         store, rank, world_size = next(dist.rendezvous("env://", timeout=limit))
         store.set_timeout(limit)
+        # Mark this agent as arrived, so a join that times out can name who never did.
+        store.set(f"ddla-joined/{rank}", "1")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         ddla_store = init_group(backend, store, rank=rank, world_size=world_size, timeout=limit)
     except RuntimeError as exc:
+        missing = _not_arrived(store, int(os.environ["WORLD_SIZE"]))
+        who = (
+            f"agent(s) {', '.join(map(str, missing))} never arrived; "
+            if missing
+            else "every agent arrived but the group did not form; "
+        )
         raise CommTimeoutError(
-            f"could not join the run at {where} within {timeout_s:g} s: {exc}",
+            f"could not join the run at {where} within {timeout_s:g} s: "
+            f"{who if store is not None else ''}{exc}",
             help="check that every agent started and that MASTER_ADDR/MASTER_PORT are "
             "reachable from this machine",
         ) from exc
     return ddla_store
+
+
+def _not_arrived(store: Any, world_size: int) -> list[int]:
+    """Ranks whose arrival mark is not in ``store`` (empty when the store cannot be read)."""
+    if store is None:
+        return []
+    try:
+        return [r for r in range(world_size) if not store.check([f"ddla-joined/{r}"])]
+    except RuntimeError:
+        return []

@@ -157,6 +157,13 @@ class Shards:
             )
         rng = np.random.default_rng(seed)
         classes, sizes = np.unique(labels, return_counts=True)
+        if self.k > len(classes):
+            raise ConfigError(
+                f"shards:{self.k} gives each agent {self.k} classes, but the data has only "
+                f"{len(classes)}",
+                help=f"use shards:K with K <= {len(classes)} (shards:{len(classes)} is close to "
+                "iid; use iid for that)",
+            )
         # Largest remainder gives class c at most ceil(n_shards*size_c/N) <= size_c shards,
         # so no shard is empty.
         per_class = _proportional_counts(sizes.astype(np.float64), n_shards)

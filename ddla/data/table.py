@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from rich import box
 from rich.table import Table
 
 __all__ = ["class_counts", "partition_stats", "partition_table"]
@@ -66,15 +67,23 @@ def partition_table(
 ) -> Table:
     """One row per agent (samples, per-class counts, classes present) and a total footer.
 
-    Print it with ``rich.console.Console().print(table)``.
+    Print it with ``rich.console.Console().print(table)``. Long class names would not fit an
+    80-column terminal (rich then truncates every header and count to "1…"): columns are then
+    headed by class index and the caption maps indices to names.
     """
     counts = class_counts(parts, labels, len(classes))
     totals = counts.sum(axis=0)
-    table = Table(title=title, show_footer=True)
+    digits = len(str(int(totals.sum())))
+    short = all(len(str(name)) <= max(digits, 3) for name in classes)
+    legend = None if short else ", ".join(f"{i}={name}" for i, name in enumerate(classes))
+    # No vertical rules, one space between columns: 10 classes of 5-digit counts fit 80 columns.
+    table = Table(
+        title=title, caption=legend, show_footer=True, box=box.SIMPLE_HEAD, padding=(0, 0)
+    )
     table.add_column("agent", footer="total", justify="right")
     table.add_column("samples", footer=str(int(totals.sum())), justify="right")
-    for name, total in zip(classes, totals, strict=True):
-        table.add_column(str(name), footer=str(int(total)), justify="right")
+    for i, (name, total) in enumerate(zip(classes, totals, strict=True)):
+        table.add_column(str(name) if short else str(i), footer=str(int(total)), justify="right")
     table.add_column("classes", footer=str(int((totals > 0).sum())), justify="right")
     for agent, row in enumerate(counts):
         table.add_row(

@@ -19,16 +19,26 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ddla.checkpoint import verify_checkpoint
 from ddla.config import RunConfig
-from ddla.errors import ConfigError
+from ddla.errors import CheckpointError, ConfigError
 from ddla.launch.engines import runner, with_engine
-from ddla.runfiles import CONFIG, prepare_run_dir, read_summary
+from ddla.runfiles import (
+    CONFIG,
+    RUN_FILE,
+    clear_agent_errors,
+    plan_fresh_out,
+    read_run_id,
+    read_summary,
+    start_fresh_run,
+)
 
 if TYPE_CHECKING:  # importing ddla.agent here would break `python -m ddla.agent` (runpy)
     from ddla.agent import JobFactory
 
 log = logging.getLogger("ddla.launch")
+
+#: The default ``--out``: a scratch directory, whose previous run is moved aside, not refused.
+DEFAULT_OUT: str = RunConfig.__dataclass_fields__["out"].default
 
 
 def under_torchrun() -> bool:
@@ -58,16 +68,87 @@ def resolve_config(
     return RunConfig.load(config_file, overrides)
 
 
-def _preflight(config: RunConfig) -> None:
-    """Load the data and split it once here so data errors surface before agents start."""
+def preflight(config: RunConfig) -> None:
+    """Load the data, split it and check the model fits it, so errors surface before agents.
+
+    Also loads the run secret when security is on: a missing, malformed or group/world-readable
+    secret file is refused here in one line rather than by every agent.
+    """
+    import warnings
+
     from ddla.data import partition
     from ddla.job import job_from_config
     from ddla.tasks import check_task_config, resolve_partition
 
-    job = job_from_config(config)
+    load_run_secret(config)
+    with warnings.catch_warnings():
+        # A model too big for its inputs warns at construction (zero-element layers) before
+        # the forward pass fails; the one DataError below says it all.
+        warnings.simplefilter("ignore", UserWarning)
+        job = job_from_config(config)
     check_task_config(job.task_spec, config)
+    check_model_input(job)
     spec = resolve_partition(config.data.partition, job.task_spec)
     partition(spec, job.partition_labels.numpy(), config.agents, config.train.seed)
+
+
+def check_model_input(job: Any) -> None:
+    """Run the model once on two training samples: a shape mismatch becomes one DataError."""
+    import warnings
+
+    import torch
+
+    from ddla.errors import DataError
+
+    x = job.train[0][:2]
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            job.model(x)
+    except (RuntimeError, ValueError, IndexError) as exc:
+        name = job.model_config.name if job.model_config is not None else "the model"
+        raise DataError(
+            f"model {name} cannot take {job.name}'s inputs of shape {tuple(x.shape[1:])}: "
+            f"{str(exc).splitlines()[0]}",
+            help="the cnn needs [length] or [channels, length] vectors, or [channels, height, "
+            "width] images of at least 4x4; use --model mlp for other shapes",
+        ) from None
+
+
+def load_run_secret(config: RunConfig) -> bytes | None:
+    """The run secret when security is on (refusing bad ones in one line), else None."""
+    if not config.security.enabled:
+        return None
+    from ddla.security.secret import load_secret
+
+    return load_secret(config.security.secret_file)
+
+
+def _resume_checkpoint(cfg: RunConfig, out: Path) -> None:
+    """Check the checkpoint of ``out`` belongs to this run and fits ``cfg``; say any fallback."""
+    import sys
+
+    from ddla.checkpoint import checkpoint_key, find_checkpoint
+    from ddla.launch.resume import check_resume
+
+    secret = load_run_secret(cfg)
+    run_id = read_run_id(out)
+    found = find_checkpoint(
+        out,
+        run_id=run_id,
+        key=checkpoint_key(secret) if secret is not None else None,
+        world_size=cfg.agents,
+    )
+    if run_id is None or found.manifest.get("run_id") is None:
+        raise CheckpointError(
+            f"--resume {out}: the checkpoint cannot be tied to this run directory "
+            f"({RUN_FILE} or the checkpoint's run id is missing)",
+            help="it was written by an older ddla, or copied in; start a fresh run",
+        )
+    check_resume(cfg, found, out)
+    if found.fallback:
+        log.warning("%s", found.fallback)
+        print(f"warning: {found.fallback}", file=sys.stderr)
 
 
 def launch(
@@ -77,6 +158,7 @@ def launch(
     config_file: str | Path | None = None,
     overrides: list[str] | None = None,
     resume: str | Path | None = None,
+    force: bool = False,
     faults: Any = None,
     progress: bool = True,
     launcher: str | None = None,
@@ -88,28 +170,49 @@ def launch(
     Under torchrun this process is one agent, and non-zero ranks return ``{}``.
     ``launcher`` (``local``, ``ray``, ``spark``, ``dask``) sets ``launch.engine``: the engine
     that starts the agents (:mod:`ddla.launch.engines`).
+
+    A fresh run refuses an ``out`` holding a finished or resumable run, or other files, unless
+    ``force`` (the old contents are moved aside, never deleted); nothing in ``out`` changes
+    before the config, the data and the checkpoint (on resume) are known to be good.
     """
     if launcher is not None and config is None:  # first, so launch.* overrides validate
         overrides = [f"launch.engine={launcher}", *(overrides or [])]
     cfg = with_engine(resolve_config(config, config_file, overrides, resume), launcher)
     out = Path(cfg.out)
+    scratch = cfg.out == DEFAULT_OUT
     if under_torchrun():
         from ddla.agent import agent_main
 
         rank = int(os.environ["RANK"])
-        prepare_run_dir(out, fresh=resume is None and rank == 0)
         if rank == 0:
-            (out / CONFIG).write_text(cfg.to_yaml())
+            if resume is None:
+                plan = plan_fresh_out(out, force=force, scratch=scratch)
+                if job_factory is None:
+                    preflight(cfg)
+                start_fresh_run(plan, cfg.to_yaml())
+            else:
+                _resume_checkpoint(cfg, out)
+                clear_agent_errors(out)
+                (out / CONFIG).write_text(cfg.to_yaml())
+        # Other ranks write nothing before the rendezvous: on a shared filesystem rank 0 may
+        # not have claimed --out yet (the agent creates its logs after joining).
         result = agent_main(cfg.to_dict(), job_factory, resume is not None, faults, progress)
         if result:
             write_run_report(out)
         return result or {}
-    prepare_run_dir(out, fresh=resume is None)
-    if resume is not None:
-        verify_checkpoint(out, world_size=cfg.agents)
-    if job_factory is None:
-        _preflight(cfg)
-    (out / CONFIG).write_text(cfg.to_yaml())
+    if resume is None:
+        plan = plan_fresh_out(out, force=force, scratch=scratch)
+        if job_factory is None:
+            preflight(cfg)
+        else:
+            load_run_secret(cfg)
+        start_fresh_run(plan, cfg.to_yaml())
+    else:
+        _resume_checkpoint(cfg, out)
+        if job_factory is None:
+            preflight(cfg)
+        clear_agent_errors(out)
+        (out / CONFIG).write_text(cfg.to_yaml())
     runner(cfg.launch.engine)(cfg, out, job_factory, resume is not None, faults, progress)
     summary = read_summary(out)
     write_run_report(out)

@@ -81,10 +81,22 @@ def run_local(
     except SignalException as exc:
         raise AgentFailedError(
             f"interrupted by signal {exc.sigval.name}; all agents stopped",
-            help=f"continue with: ddla run --resume {out}"
-            if cfg.train.checkpoint_every
-            else "set train.checkpoint_every to be able to resume",
+            help=interrupt_help(cfg, out),
         ) from None
+
+
+def interrupt_help(cfg: RunConfig, out: Path) -> str:
+    """What an interrupted run can do next: resume only when a checkpoint was committed."""
+    from ddla.checkpoint import has_checkpoint
+
+    if has_checkpoint(out):
+        return f"continue with: ddla run --resume {out}"
+    if cfg.train.checkpoint_every:
+        return (
+            f"nothing to resume: no checkpoint was written before the interrupt (the first "
+            f"is at step {cfg.train.checkpoint_every}); run again"
+        )
+    return "nothing to resume (train.checkpoint_every is 0); set it to be able to resume"
 
 
 def _agent_failure(out: Path, exc: Exception) -> DdlaError:

@@ -28,11 +28,13 @@ import hmac
 import itertools
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -142,6 +144,8 @@ class AuditReport:
     files: dict[str, int] = field(default_factory=dict)
     problems: list[AuditProblem] = field(default_factory=list)
     macs_checked: bool = False
+    notes: list[str] = field(default_factory=list)
+    """Facts that are not tampering, e.g. that the run did not finish."""
 
     @property
     def ok(self) -> bool:
@@ -156,11 +160,127 @@ def verify(run_dir: str | os.PathLike[str], *, secret: bytes | None = None) -> A
     files = sorted(audit_dir.glob("*.jsonl")) if audit_dir.is_dir() else []
     if not files:
         report.problems.append(AuditProblem(str(audit_dir), 0, "missing", "no audit log found"))
+    logs: dict[Path, list[dict[str, Any]]] = {}
     for path in files:
         lines = path.read_text(encoding="utf-8").splitlines()
         report.files[str(path)] = len(lines)
         report.problems.extend(_verify_file(path, lines, key))
+        logs[path] = _records(lines)
+    if files:
+        _verify_whole_logs(Path(run_dir), audit_dir, logs, report)
     return report
+
+
+_LOG_NAME = re.compile(r"^agent(\d+)\.jsonl$")
+
+
+def _records(lines: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for raw in lines:
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def _run_agents(run_dir: Path) -> int | None:
+    """The run's agent count from its ``config.yaml`` (None when absent or unreadable)."""
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        return int(cfg["agents"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _verify_whole_logs(
+    run_dir: Path, audit_dir: Path, logs: dict[Path, list[dict[str, Any]]], report: AuditReport
+) -> None:
+    """Whole-log checks: one log per member, each holding its own agent's chain, each ended.
+
+    Line checks cannot see a log that was deleted, or one agent's (intact) log copied over
+    another's: the members come from ``config.yaml`` and the ``join`` records, and every entry
+    names its agent.
+    """
+    members: set[int] = set()
+    agents = _run_agents(run_dir)
+    if agents is not None:
+        members |= set(range(agents))
+    owners: dict[str, Path] = {}  # entry hash -> first file holding it
+    for path, records in logs.items():
+        m = _LOG_NAME.match(path.name)
+        if m is None:
+            report.problems.append(
+                AuditProblem(str(path), 0, "unexpected", "not an agent log (agentN.jsonl)")
+            )
+            continue
+        rank = int(m.group(1))
+        for rec in records:
+            if rec.get("event") == "join" and isinstance(rec.get("data"), dict):
+                joined = rec["data"].get("members")
+                if isinstance(joined, list):
+                    members |= {int(a) for a in joined if isinstance(a, int)}
+        foreign = sorted({rec.get("agent") for rec in records} - {rank}, key=str)
+        if foreign:
+            report.problems.append(
+                AuditProblem(
+                    str(path),
+                    0,
+                    "swapped",
+                    f"holds entries of agent {', '.join(map(str, foreign))}, not only of agent "
+                    f"{rank}: another agent's log was copied or moved here",
+                )
+            )
+        for rec in records:
+            h = rec.get("hash")
+            if not isinstance(h, str):
+                continue
+            if h in owners and owners[h] != path:
+                report.problems.append(
+                    AuditProblem(
+                        str(path), 0, "duplicated", f"repeats entries of {owners[h]} (a copy)"
+                    )
+                )
+                break
+            owners.setdefault(h, path)
+    present = {int(m.group(1)) for p in logs if (m := _LOG_NAME.match(p.name))}
+    for rank in sorted(members - present):
+        report.problems.append(
+            AuditProblem(
+                str(audit_dir / f"agent{rank}.jsonl"),
+                0,
+                "missing",
+                f"agent {rank} was a member of the run but its log is gone",
+            )
+        )
+    for rank in sorted(present - members) if members else []:
+        report.problems.append(
+            AuditProblem(
+                str(audit_dir / f"agent{rank}.jsonl"),
+                0,
+                "unexpected",
+                f"agent {rank} was not a member of the run (members: {sorted(members)})",
+            )
+        )
+    finished = (run_dir / "summary.json").is_file()
+    for path, records in logs.items():
+        last = records[-1] if records else None
+        if last is not None and last.get("event") == "leave":
+            continue
+        what = f"ends with {last.get('event')!r}" if last else "is empty"
+        if finished:
+            report.problems.append(
+                AuditProblem(
+                    str(path),
+                    0,
+                    "removed",
+                    f"{what}, not 'leave', although the run finished: its last entries are gone",
+                )
+            )
+        else:
+            report.notes.append(f"{path}: {what} without 'leave': the run did not finish")
 
 
 def _verify_file(path: Path, lines: list[str], key: bytes | None) -> list[AuditProblem]:

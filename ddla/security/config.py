@@ -39,7 +39,8 @@ class SecurityConfig:
     audit: bool = True
     """Write the hash-chained audit log ``OUT/audit/agentN.jsonl`` (``ddla audit verify``)."""
     policy: str | None = None
-    """Access policy file (YAML) for pulls; without one every pull is denied."""
+    """Access policy file (YAML) for pulls and ``data.share``; without one every pull is
+    denied and sharing is refused (samples leave an owner only as its policy allows)."""
 
     def __post_init__(self) -> None:
         if self.on_auth_failure != "abort":
@@ -68,6 +69,13 @@ def check_run(config: RunConfig) -> None:
             help="shared samples are sealed with per-pair keys agreed when agents authenticate: "
             "run `ddla keygen --out run.key` and add --set security.enabled=true "
             "--set security.secret_file=run.key",
+        )
+    if share != "none" and sec.enabled and sec.policy is None:
+        raise ConfigError(
+            f"data.share={share} needs security.policy",
+            help="samples leave their owner only as its access policy allows, for shares as "
+            "for pulls: give a policy whose rules let peers '*' take kind samples (max_samples "
+            "at least the shared count); see README, Security and data sharing",
         )
     if getattr(config.data, "pull_every", 0) and not sec.enabled:
         raise ConfigError(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ddla.checkpoint import checkpoint_key
 from ddla.errors import AuthenticationError
 from ddla.security.audit import AuditLog, audit_key
 from ddla.security.envelope import Envelope
@@ -45,6 +46,8 @@ class AgentSecurity:
     protection: Protection
     audit: AuditLog | None
     config: SecurityConfig
+    checkpoint_key: bytes | None = None
+    """MACs checkpoint manifests (:func:`ddla.checkpoint.checkpoint_key` of the secret)."""
 
     def share_pool(
         self,
@@ -63,10 +66,40 @@ class AgentSecurity:
         from ddla.data.sharing import contribution, exchange_pool
 
         mine = torch.from_numpy(contribution(shard, fraction, seed=seed, rank=self.session.rank))
+        self._check_share(y[mine])
         px, py = exchange_pool(self.transport, self.envelope, x[mine], y[mine], audit=self.audit)
         extra = np.arange(len(y), len(y) + len(py), dtype=np.int64)
         log.info("shared %d samples, received a pool of %d", len(mine), len(py))
         return torch.cat([x, px]), torch.cat([y, py]), np.concatenate([shard, extra])
+
+    def _check_share(self, labels: torch.Tensor) -> None:
+        """Refuse to share unless this owner's policy lets every peer take these samples.
+
+        The same rules as pulls (kind ``samples``, the classes shared, ``max_samples``), so a
+        policy that would deny a peer's pull of these samples also refuses to share them.
+        """
+        from ddla.errors import AccessDeniedError
+        from ddla.security.policy import AccessPolicy, PolicyEnforcer
+
+        if self.config.policy is None:  # config validation refuses this; fail closed anyway
+            raise AccessDeniedError("data.share needs security.policy")
+        enforcer = PolicyEnforcer(AccessPolicy.load(self.config.policy), owner=self.session.rank)
+        classes = sorted(set(labels.tolist()))
+        for peer in range(self.session.world_size):
+            if peer == self.session.rank:
+                continue
+            decision = enforcer.decide(
+                requester=peer, kind="samples", classes=classes, count=len(labels)
+            )
+            if decision.granted < len(labels):
+                if self.audit is not None:
+                    self.audit.append("deny", peer=peer, share=len(labels), reason=decision.reason)
+                raise AccessDeniedError(
+                    f"data.share: agent {self.session.rank}'s policy does not let agent {peer} "
+                    f"take its {len(labels)} shared samples ({decision.reason})",
+                    help="grant peers '*' kind samples of these classes with max_samples at "
+                    "least the shared count in security.policy, or drop data.share",
+                )
 
     def puller(
         self,
@@ -157,6 +190,7 @@ def secure_join(
         protection=Protection(masking=masking, audit=audit),
         audit=audit,
         config=config,
+        checkpoint_key=checkpoint_key(secret),
     )
 
 

@@ -1,6 +1,9 @@
 """The run secret: 32 random bytes every agent of one run must hold before anything flows.
 
-``ddla keygen --out run.key`` writes it (hex, one line, file mode 0600); agents read it from
+One format: the 32 bytes as **64 hexadecimal characters on one line** (a trailing newline is
+fine), which is what ``ddla keygen --out run.key`` writes (file mode 0600). Anything else (raw
+bytes, base64, another length) is refused in one line. Like ssh with private keys, a secret
+file that its group or others can read is refused: ``chmod 600`` it. Agents read it from
 ``security.secret_file``, the ``DDLA_SECRET_FILE`` environment variable, or ``DDLA_SECRET``
 (the hex itself, for schedulers that inject secrets as variables). The secret never travels:
 agents prove they hold it with HMAC challenge-responses (:mod:`ddla.security.identity`).
@@ -71,7 +74,8 @@ def _parse(text: str, source: str) -> bytes:
         raw = b""
     if len(raw) != SECRET_BYTES:
         raise AuthenticationError(
-            f"run secret from {source} is malformed: expected {2 * SECRET_BYTES} hex characters",
+            f"run secret from {source} is malformed: expected one line of {2 * SECRET_BYTES} "
+            f"hex characters ({SECRET_BYTES} bytes)",
             help=_HELP,
         )
     return raw
@@ -79,17 +83,28 @@ def _parse(text: str, source: str) -> bytes:
 
 def _read_file(path: Path, source: str) -> bytes:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
+        mode = path.stat().st_mode
     except FileNotFoundError:
         raise AuthenticationError(
             f"secret file {path} ({source}) does not exist", help=_HELP
         ) from None
     except OSError as exc:
         raise AuthenticationError(f"cannot read secret file {path}: {exc}", help=_HELP) from exc
-    if os.name == "posix" and path.stat().st_mode & 0o077:
-        # Like ssh with private keys we warn; refusing would break shared read-only mounts
-        # that some clusters use to distribute secrets.
-        log.warning("secret file %s is readable by group/others; chmod 600 it", path)
+    if os.name == "posix" and mode & 0o077:
+        # As ssh does with private keys: a secret others can read is no longer a secret.
+        raise AuthenticationError(
+            f"secret file {path} is readable by group or others (mode {mode & 0o777:04o})",
+            help=f"chmod 600 {path} (ddla keygen writes it that way)",
+        )
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise AuthenticationError(
+            f"secret file {path} is not a ddla secret: it holds binary data, expected one "
+            f"line of {2 * SECRET_BYTES} hex characters",
+            help=_HELP,
+        ) from None
     return _parse(text, f"{source} {path}")
 
 

@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
 
+#: Default H of each strategy. A periodic strategy synchronizing every step would only add
+#: cost to ``allreduce``; DiLoCo's paper uses H=500 for runs of ~88k steps, and these runs are
+#: ~2-5k steps, so H=100 keeps a few dozen rounds (local SGD averages parameters, which
+#: tolerates less drift: H=20). See docs/benchmarks.md for the measured accuracy.
+DEFAULT_EVERY = {"allreduce": 1, "local_sgd": 20, "diloco": 100, "streaming_diloco": 100}
+
 #: ``sync.quantized_reduce`` values; see :func:`ddla.aggregate.compressed_mean`.
 QUANTIZED_REDUCE = ("scatter", "gather")
 
@@ -30,8 +36,9 @@ class SyncConfig:
 
     strategy: str = choice("allreduce", _strategies, noun="strategy")
     """Name of the strategy; one of ``ddla.sync.STRATEGIES``."""
-    every: int = 1
-    """Synchronize every H optimizer steps (periodic strategies; ``allreduce`` syncs every step)."""
+    every: int | None = None
+    """Synchronize every H optimizer steps (periodic strategies; ``allreduce`` syncs every step).
+    None picks the strategy's default, :data:`DEFAULT_EVERY`."""
     compress: str = "none"
     """Compressor applied to what is exchanged (``none`` sends fp32); a ``ddla.compress`` spec
     such as ``int8``, ``int4``, ``topk:0.01``, ``powersgd:4`` or ``topk:0.01+int8``."""
@@ -56,6 +63,8 @@ class SyncConfig:
         from ddla.compress import build_compressor
 
         check_choices(self, "sync")
+        if self.every is None:
+            self.every = DEFAULT_EVERY.get(self.strategy, 1)
         if self.every < 1:
             raise ConfigError(
                 f"sync.every must be >= 1, got {self.every}",

@@ -36,7 +36,7 @@ def test_fault_injector_validates():
         FaultInjector().kill(rank=0, at_step=3, exit_code=0)
     with pytest.raises(ConfigError, match="unknown fault kind 'slow'") as info:
         FaultInjector.from_records([{"kind": "slow", "rank": 0, "at_step": 1}])
-    assert info.value.help == "choose one of: kill"
+    assert info.value.help == "choose one of: kill, stop"
 
 
 def test_run_agents_rejects_bad_arguments():

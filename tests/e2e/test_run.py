@@ -62,7 +62,13 @@ def test_cli_run_then_eval(tmp_path: Path, no_leftover_processes) -> None:
 def test_resume_is_bitwise_identical(tmp_path: Path, no_leftover_processes) -> None:
     from safetensors.torch import load_file
 
-    base = [*FAST, "train.checkpoint_every=10", "data.partition=dirichlet:0.5"]
+    # constant: a cosine schedule follows train.steps, which the resume extends from 10 to 20
+    base = [
+        *FAST,
+        "train.checkpoint_every=10",
+        "data.partition=dirichlet:0.5",
+        "optim.schedule=constant",
+    ]
     whole = ddla.launch(
         overrides=[*base, "train.steps=20", f"out={tmp_path / 'a'}"], progress=False
     )

@@ -22,11 +22,14 @@ def secure_run(tmp_path_factory):
     assert result.exit_code == 0, result.output
     assert os.stat(key).st_mode & 0o777 == 0o600
     out = base / "run"
+    policy = base / "share.yaml"  # sharing, like pulling, needs the owners' consent
+    policy.write_text("agents:\n  '*':\n    - {peers: '*', kinds: [samples], max_samples: 100}\n")
     args = [
         "run", "--agents", "2", "--dataset", "digits", "--steps", "20", "--eval-every", "0",
         "--partition", "shards:1", "--out", str(out), "--no-progress",
         "--set", "security.enabled=true", "--set", f"security.secret_file={key}",
         "--set", "security.secure_aggregation=true", "--set", "data.share=shared:0.1",
+        "--set", f"security.policy={policy}",
     ]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -110,6 +113,7 @@ def test_pulls_during_a_run_follow_the_policy(secure_run, tmp_path):
     assert runner.invoke(app, ["audit", "verify", str(out)]).exit_code == 0
 
 
+@pytest.mark.timeout(900)  # three runs; under the shared machine's load one takes minutes
 def test_resumed_run_replays_its_pulls(secure_run, tmp_path):
     import ddla
 
@@ -120,6 +124,7 @@ def test_resumed_run_replays_its_pulls(secure_run, tmp_path):
         "agents=2", "data.dataset=digits", "data.partition=shards:1", "train.eval_every=0",
         "train.checkpoint_every=10", "security.enabled=true", f"security.secret_file={key}",
         f"security.policy={policy}", "data.pull_every=5", "data.pull_count=4",
+        "optim.schedule=constant",  # the resume extends train.steps from 10 to 20
     ]  # fmt: skip
     whole = ddla.launch(
         overrides=[*base, "train.steps=20", f"out={tmp_path / 'a'}"], progress=False

@@ -47,16 +47,24 @@ def test_valid_security_settings(tmp_path):
 
 
 def test_fresh_run_sets_the_previous_audit_log_aside(tmp_path):
-    from ddla.runfiles import prepare_run_dir
+    from ddla.runfiles import plan_fresh_out, start_fresh_run
     from ddla.security.audit import AuditLog, verify
 
-    AuditLog.for_run(tmp_path, agent=0).append("join", members=[0])
-    prepare_run_dir(tmp_path, fresh=False)
-    assert verify(tmp_path).ok  # a resumed run keeps appending to its own log
-    prepare_run_dir(tmp_path, fresh=True)
-    assert not (tmp_path / "audit").exists()
-    [kept] = tmp_path.glob("audit.*")
-    assert (kept / "agent0.jsonl").read_text().count("\n") == 1
-    AuditLog.for_run(tmp_path, agent=0).append("join", members=[0])
-    prepare_run_dir(tmp_path, fresh=True)
-    assert len(list(tmp_path.glob("audit.*"))) == 2
+    out = tmp_path / "run"
+    start_fresh_run(plan_fresh_out(out, force=False, scratch=False), "agents: 1\n")
+    AuditLog.for_run(out, agent=0).append("join", members=[0])
+    assert verify(out).ok  # a resumed run keeps appending to its own log
+    # A new run over it (the failed run had no checkpoint): the evidence is kept aside.
+    start_fresh_run(plan_fresh_out(out, force=False, scratch=False), "agents: 1\n")
+    assert not (out / "audit").exists()
+    [kept] = tmp_path.glob("run.previous-*")
+    assert (kept / "audit" / "agent0.jsonl").read_text().count("\n") == 1
+    AuditLog.for_run(out, agent=0).append("join", members=[0])
+    start_fresh_run(plan_fresh_out(out, force=False, scratch=False), "agents: 1\n")
+    assert len(list(tmp_path.glob("run.previous-*"))) == 2
+
+
+def test_data_share_needs_an_access_policy(tmp_path):
+    # Issue 10 item 16: pulls without a policy were refused, shares ran with none at all.
+    with pytest.raises(ConfigError, match=r"data\.share=shared:0\.05 needs security\.policy"):
+        RunConfig.load(None, ["security.enabled=true", "data.share=shared:0.05"])

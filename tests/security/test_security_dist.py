@@ -218,13 +218,13 @@ def _secure_layer(transport):
     agg = Aggregator(transport, protection=Protection(masking=SecureAggregator(session)))
     torch.manual_seed(10 + transport.rank)
     x = torch.randn(300)
-    plain = transport.all_reduce(x.clone(), op="avg", tag="plain")
+    plain = transport.all_reduce(x.clone(), op="avg", tag="plain-layer")
     before = transport.stats.totals("masked")["bytes_sent"]
     via_mean = agg.mean([x.clone()], tag="masked")[0]
     via_mean_ = agg.mean_(x.clone(), tag="masked")
     via_hook = agg.bucket_sum(x.clone(), tag="masked").wait() / transport.world_size
     masked_bytes = transport.stats.totals("masked")["bytes_sent"] - before
-    return plain, via_mean, via_mean_, via_hook, masked_bytes, transport.stats.totals("plain")
+    return plain, via_mean, via_mean_, via_hook, masked_bytes, transport.stats.totals("plain-layer")
 
 
 def test_secure_aggregation_layer_masks_every_mean(life):

@@ -19,6 +19,7 @@ OVERRIDES = [
     "model.hidden=16",
     "train.eval_every=0",
     "train.checkpoint_every=4",
+    "optim.schedule=constant",  # the same rates whether the run is 8 or 11 steps long
     "sync.strategy=streaming_diloco",
     "sync.every=3",
     "sync.fragments=2",

@@ -38,6 +38,13 @@ _HELP = (
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise DataError(f"dataset file {path} does not exist", help="check the path after npz:")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # np.load would try it as a pickle and blame object arrays
+        raise DataError(
+            f"{path}: not an .npz file (an .npz is a zip archive of arrays)",
+            help="write it with numpy.savez(path, x=..., y=...) or numpy.savez_compressed",
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             # Read every member now: np.load is lazy, and a truncated member only fails on access.
