@@ -1,5 +1,5 @@
 """An independent, single-process replay of DiLoCo and streaming DiLoCo, and the library run it
-is compared with (used by test_diloco_replay.py and test_diloco_replay_dist.py).
+is compared with (used by test_diloco_replay.py and test_periodic_dist.py).
 
 The replay shares nothing with ``ddla.sync`` but the model, the data and torch's AdamW (the
 inner optimizer, which is not ours): the fragment table, the schedule, the pseudo-gradient, the
