@@ -44,7 +44,7 @@ def test_secure_run_trains_and_audits(secure_run):
     # One securely masked gradient all-reduce per step, nothing else between join and leave.
     assert events == ["join", "share", *["sync"] * 20, "leave"]
     syncs = [json.loads(line)["data"] for line in lines[2:-1]]
-    assert syncs == [{"elements": 85_002, "op": "sum", "secure": True}] * 20
+    assert syncs == [{"compress": "none", "elements": 85_002, "op": "mean", "secure": True}] * 20
     # Masked gradients travel as int64 fixed point: twice the fp32 bytes of the MLP's 85,002
     # parameters per step (2 agents: a ring all-reduce sends B per agent), never DDP's
     # built-in fp32 all-reduce, which would bypass the masks; and nothing else is counted.
