@@ -71,11 +71,16 @@ def test_ops_values_and_exact_bytes(n):
         ops = out["stats"]["by_op_tag"]
         ar = 2 * (n - 1) * (5 * F32) // n  # ring reduce-scatter + all-gather
         ar_async = 2 * (n - 1) * (3 * F32) // n
-        assert ops["all_reduce/train"] == {
+        assert ops["all_reduce/train"].keys() == {
+            "calls",
+            "bytes_sent",
+            "bytes_received",
+            "seconds",
+        }
+        assert {k: v for k, v in ops["all_reduce/train"].items() if k != "seconds"} == {
             "calls": 4,  # sum, avg, max + the async one
             "bytes_sent": 3 * ar + ar_async,
             "bytes_received": 3 * ar + ar_async,
-            "seconds": pytest.approx(ops["all_reduce/train"]["seconds"]),
         }
         assert ops["all_reduce/train"]["seconds"] > 0
         assert (ops["all_reduce/eval"]["calls"], ops["all_reduce/eval"]["bytes_sent"]) == (1, ar)

@@ -39,16 +39,21 @@ def secure_run(tmp_path_factory):
 def test_secure_run_trains_and_audits(secure_run):
     key, out = secure_run
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["steps"] == 20 and 0.0 <= summary["final"]["accuracy"] <= 1.0
+    # Better than chance (10 classes). Measured: 0.2006, the same as this run without secure
+    # aggregation (fixed-point masking is exact up to 2**-25 per value).
+    assert summary["steps"] == 20 and summary["final"]["accuracy"] > 0.1
     lines = (out / "audit" / "agent0.jsonl").read_text().splitlines()
     events = [json.loads(line)["event"] for line in lines]
-    assert events[0] == "join" and events[1] == "share" and events[-1] == "leave"
-    assert events.count("sync") >= 20  # every step's gradient all-reduce, securely masked
+    # One securely masked gradient all-reduce per step, nothing else between join and leave.
+    assert events == ["join", "share", *["sync"] * 20, "leave"]
+    syncs = [json.loads(line)["data"] for line in lines[2:-1]]
+    assert syncs == [{"compress": "none", "elements": 85_002, "op": "mean", "secure": True}] * 20
     # Masked gradients travel as int64 fixed point: twice the fp32 bytes of the MLP's 85,002
     # parameters per step (2 agents: a ring all-reduce sends B per agent), never DDP's
-    # built-in fp32 all-reduce, which would bypass the masks.
+    # built-in fp32 all-reduce, which would bypass the masks; and nothing else is counted.
     fp32_per_step = 85_002 * 4
-    assert all(a["bytes_sent"] >= 20 * 2 * fp32_per_step for a in summary["comm"]["per_agent"])
+    for a in summary["comm"]["per_agent"]:
+        assert a["bytes_sent"] == a["bytes_received"] == 20 * 2 * fp32_per_step
     result = runner.invoke(app, ["audit", "verify", str(out), "--secret-file", str(key)])
     assert result.exit_code == 0, result.output
     assert "hashes and MACs verified" in result.output

@@ -242,7 +242,22 @@ def test_secure_all_reduce_matches_plain_and_costs_2x(life):
     for plain, secure, _masked, plain_bytes, secure_bytes in out:
         torch.testing.assert_close(secure, plain, atol=1e-6, rtol=0)
         assert secure_bytes == 2 * plain_bytes
-    assert not torch.equal(out[0][2], out[1][2])
+    # What each agent sends: its input in fixed point (round(x * 2**24) in Z_{2**52}) plus
+    # pairwise masks that cancel in the sum. Written out here, not taken from ddla.
+    ring, frac = 1 << 52, 24
+    encoded = []
+    for rank in range(len(out)):
+        torch.manual_seed(rank)  # the agent's input, as _secure_mean draws it
+        encoded.append(torch.round(torch.randn(1000).double() * 2**frac).long() % ring)
+    masked = [o[2] for o in out]
+    assert torch.equal(sum(masked) % ring, sum(encoded) % ring)  # the masks cancel exactly
+    for m, e in zip(masked, encoded, strict=True):
+        assert m.dtype == torch.int64 and bool(((m >= 0) & (m < ring)).all())
+        assert (m == e).sum() <= 1  # nothing of the input shows through
+        # Encodings of N(0, 1) values sit within 2**28 of 0 (mod the ring); the masked values
+        # are uniform over the ring: about half lie in its middle half.
+        middle = ((m >= ring // 4) & (m < 3 * ring // 4)).double().mean().item()
+        assert 0.4 < middle < 0.6
 
 
 def _local_sgd(transport, secure):

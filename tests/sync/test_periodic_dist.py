@@ -1,5 +1,6 @@
-"""local SGD, DiLoCo and streaming DiLoCo over real gloo agents: equivalences, agreement after
-every sync with every compressor, checkpoint round trip."""
+"""local SGD, DiLoCo and streaming DiLoCo over real gloo agents: DiLoCo at its default settings
+against the independent replay in diloco_replay.py, equivalences, agreement after every sync
+with every compressor, checkpoint round trip."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ from ddla.comm import Transport
 from ddla.sync import STRATEGIES, SyncConfig, build_strategy
 from ddla.sync.fragments import due_fragments
 from ddla.testing import run_agents
+from tests.sync.diloco_replay import CASES, assert_same_run, case_config, replay_case, run_library
 
 IN, HID, OUT = 6, 5, 3
+WORLD = 3
+#: Replayed over gloo: DiLoCo and streaming DiLoCo with tau > 0 (the rest with one agent).
+DIST_CASES = ("diloco", "streaming_p3_tau2")
 
 
 def _model() -> torch.nn.Module:
@@ -91,6 +96,10 @@ def _agent(transport: Transport) -> dict[str, object]:
             out[key] = (snaps, _params(model), [[s for s in f] for f in strategy.fragments])
     # 4. checkpoint: stop at step 4, rebuild from state dicts, continue to 8 == straight 8.
     out["resume"] = _resume(transport)
+    # 5. DiLoCo and streaming DiLoCo (tau > 0) at the default outer settings, for the replay.
+    out["replay"] = {
+        name: run_library(transport, case_config(name), CASES[name][1]) for name in DIST_CASES
+    }
     return out
 
 
@@ -127,10 +136,26 @@ def _resume(transport: Transport) -> tuple[list[torch.Tensor], list[torch.Tensor
     return _params(m1), _params(m3)
 
 
+@pytest.fixture(scope="module")
+def three_agents() -> list[dict[str, object]]:
+    """One spawn of three gloo agents serves every test of this module (spawning is slow)."""
+    return run_agents(_agent, WORLD, timeout_s=540)
+
+
 @pytest.mark.dist
-def test_periodic_strategies_over_three_agents():
-    world = 3
-    results = run_agents(_agent, world, timeout_s=240)
+@pytest.mark.timeout(600)  # the spawn takes minutes on a loaded 2-core machine
+def test_diloco_at_default_settings_matches_the_replay_on_every_agent(three_agents):
+    """Ranks start from different parameters, so the initial broadcast is checked too."""
+    for name in DIST_CASES:
+        want = replay_case(name, world=WORLD)
+        for rank in range(WORLD):
+            assert_same_run(three_agents[rank]["replay"][name], want[rank], f"{name} rank {rank}")
+
+
+@pytest.mark.dist
+@pytest.mark.timeout(600)
+def test_periodic_strategies_over_three_agents(three_agents):
+    results = three_agents
     r0 = results[0]
     for a, b in zip(r0["local_sgd_h1"], r0["allreduce"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
@@ -171,13 +196,35 @@ def test_periodic_strategies_over_three_agents():
             assert torch.equal(a, b)
 
 
+def _plain_training(steps: int) -> list[torch.Tensor]:
+    """Rank 0's run with no strategy at all: what one agent of allreduce or local SGD must do."""
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    for step in range(1, steps + 1):
+        x, y = _batch(0, step)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return _params(model)
+
+
 def test_one_agent_runs_every_strategy_without_communication():
+    # DiLoCo and streaming DiLoCo with one agent are checked against a replay of their outer
+    # step in test_diloco_replay.py; here: nothing is sent, so the compressor never touches
+    # the update, and the strategies without an outer optimizer are plain training.
+    plain = _plain_training(5)
     with Transport.single() as transport:
         for name in STRATEGIES:
+            runs = {}
             for spec in ["none", "int4", "powersgd:1"]:
                 cfg = SyncConfig(strategy=name, every=2, fragments=2, compress=spec)
-                model, _, _ = _train(transport, cfg, 5, optim="adamw")
-                assert all(torch.isfinite(p).all() for p in model.parameters())
+                runs[spec] = _params(_train(transport, cfg, 5, optim="adamw")[0])
+            for spec in ["int4", "powersgd:1"]:
+                for a, b in zip(runs[spec], runs["none"], strict=True):
+                    assert torch.equal(a, b), (name, spec)
+            if name in ("allreduce", "local_sgd"):
+                for a, b in zip(runs["none"], plain, strict=True):
+                    torch.testing.assert_close(a, b, msg=lambda m, n=name: f"{n}: {m}")
         assert transport.stats.totals()["bytes_sent"] == 0
 
 
