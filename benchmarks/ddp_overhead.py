@@ -36,6 +36,7 @@ import ddla
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.job import job_from_config
+from ddla.tasks import resolve_partition
 from ddla.testing import free_port
 
 
@@ -47,7 +48,8 @@ def plain_ddp_worker(config_dict: dict) -> tuple[float, float]:
     rank, world = dist.get_rank(), dist.get_world_size()
     job = job_from_config(config)
     x, y = job.train
-    parts = partition(config.data.partition, y, world, config.train.seed)
+    spec = resolve_partition(config.data.partition, job.task_spec)
+    parts = partition(spec, job.partition_labels.numpy(), world, config.train.seed)
     batches = AgentBatches(
         parts[rank], batch_size=config.data.batch_size, seed=config.train.seed, rank=rank
     )
@@ -103,7 +105,8 @@ def main() -> None:
                 f"agents={n}", f"data.dataset={args.dataset}", f"model.name={args.model}",
                 f"data.batch_size={args.batch_size}", f"train.steps={args.steps}",
                 "train.eval_every=0", "train.eval_agents=false", "optim.name=sgd",
-                "optim.lr=0.05", "optim.momentum=0.9", f"out={tmp}/run",
+                "optim.lr=0.05", "optim.momentum=0.9", "optim.schedule=constant",
+                f"out={tmp}/run",
             ])  # fmt: skip
             wall: dict[str, list[float]] = {"ddla": [], "ddp": []}
             cpu: dict[str, list[float]] = {"ddla": [], "ddp": []}

@@ -25,7 +25,7 @@ from typing import Any
 from ddla.config import RunConfig, read_run_file
 from ddla.errors import AgentFailedError, CommError, CommTimeoutError, ConfigError
 from ddla.launch.netcheck import NodePlan, plan_node, preflight
-from ddla.runfiles import CONFIG, atomic_write_json, prepare_run_dir
+from ddla.runfiles import atomic_write_json, plan_fresh_out, start_fresh_run
 
 log = logging.getLogger("ddla.launch")
 
@@ -96,9 +96,8 @@ def join(
     print(plan.describe(), file=sys.stderr, flush=True)
     preflight(plan, cfg.comm.timeout_s)
     out = Path(cfg.out)
-    prepare_run_dir(out, fresh=True)
-    (out / NODE).unlink(missing_ok=True)
-    (out / CONFIG).write_text(cfg.to_yaml())
+    # A node's --out is its own scratch: an earlier join there is moved aside, never deleted.
+    start_fresh_run(plan_fresh_out(out, force=True, scratch=True), cfg.to_yaml())
     results = _launch_node(cfg, plan, out, run_id, agents_per_node, progress)
     ranks = sorted(results)
     if 0 in results:

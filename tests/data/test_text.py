@@ -170,7 +170,7 @@ def test_text_datasets_default_to_contiguous_and_refuse_label_skew(corpus: Path)
         with pytest.raises(ConfigError, match="does not fit a language-model dataset"):
             resolve_partition(spec, lm)
     cfg = RunConfig.load(
-        None, [f"data.dataset=text:{corpus}", "data.share=shared:0.1", "security.enabled=true"]
+        None, [f"data.dataset=text:{corpus}", "data.pull_every=5", "security.enabled=true"]
     )
     with pytest.raises(ConfigError, match="trade samples by class label"):
         check_task_config(lm, cfg)

@@ -22,6 +22,7 @@ OVERRIDES = [
     "optim.name=sgd",
     "optim.lr=0.1",
     "optim.momentum=0.0",
+    "optim.schedule=constant",
     f"train.steps={STEPS}",
     "train.eval_every=0",
 ]

@@ -32,7 +32,13 @@ BASE = [
     "train.eval_every=3",
 ]
 RUNS = {
-    "allreduce": ["sync.strategy=allreduce", "optim.name=sgd", "optim.lr=0.5", "optim.momentum=0"],
+    "allreduce": [
+        "sync.strategy=allreduce",
+        "optim.name=sgd",
+        "optim.lr=0.5",
+        "optim.momentum=0",
+        "optim.schedule=constant",
+    ],
     "diloco": ["sync.strategy=diloco", "sync.every=3", "sync.compress=int4"],
     "streaming": ["sync.strategy=streaming_diloco", "sync.every=3", "sync.fragments=3"],
 }
