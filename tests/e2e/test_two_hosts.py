@@ -42,6 +42,7 @@ SETTINGS = [
     "optim.name=sgd",
     "optim.lr=0.1",
     "optim.momentum=0.9",
+    "optim.schedule=constant",  # the reference below steps at a constant rate
     f"train.steps={STEPS}",
     "train.eval_every=0",
 ]
