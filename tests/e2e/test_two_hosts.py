@@ -26,6 +26,7 @@ from ddla.comm.agree import state_sha256
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.job import job_from_config
+from ddla.tasks import resolve_partition
 
 pytestmark = [
     pytest.mark.e2e,
@@ -65,7 +66,8 @@ def _reference() -> tuple[dict[str, torch.Tensor], float]:
     config = RunConfig.load(None, [*SETTINGS, "agents=2"])
     job = job_from_config(config)
     x, y = job.train
-    parts = partition(config.data.partition, y.numpy(), 2, config.train.seed)
+    spec = resolve_partition(config.data.partition, job.task_spec)  # auto -> iid here
+    parts = partition(spec, job.partition_labels.numpy(), 2, config.train.seed)
     streams = [
         AgentBatches(p, batch_size=config.data.batch_size, seed=config.train.seed, rank=r)
         for r, p in enumerate(parts)
