@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
@@ -88,7 +87,7 @@ def test_clip_norm() -> None:
     "spec", ["nope", "median:1", "trimmed_mean", "trimmed_mean:0.5", "krum:x", "multikrum:1"]
 )
 def test_bad_rule_specs_refused(spec: str) -> None:
-    with pytest.raises(ConfigError, match="fed.aggregate"):
+    with pytest.raises(ConfigError, match=r"fed\.aggregate"):
         parse_rule(spec)
 
 
