@@ -35,7 +35,7 @@ from ddla.comm import Transport
 from ddla.comm.agree import agree_on_config, state_sha256
 from ddla.comm.failures import is_comm_failure, name_silent_peers
 from ddla.comm.heartbeat import Heartbeat
-from ddla.compute import Replica
+from ddla.compute import build_compute
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.data.sharing import parse_share
@@ -152,7 +152,12 @@ def train(
         LrSchedule(optimizer, config.optim.schedule, steps) if job.optimizer is None else None
     )
     strategy = build_strategy(
-        config.sync, transport=transport, model=model, optimizer=optimizer, protection=protection
+        config.sync,
+        transport=transport,
+        model=model,
+        optimizer=optimizer,
+        protection=protection,
+        server_lr=config.fed.server_lr,
     )
     start = 0
     if state is not None:
@@ -188,7 +193,14 @@ def train(
         idx = torch.from_numpy(batches.batch(step))  # batches and data grow with pulls
         return x_train[idx], y_train[idx]
 
-    compute = Replica(strategy=strategy, optimizer=optimizer, loss=job.loss, batch=batch)
+    compute = build_compute(
+        config,
+        strategy=strategy,
+        optimizer=optimizer,
+        loss=job.loss,
+        batch=batch,
+        train=(x_train, y_train),
+    )
     bar = ConsoleProgress(
         total=steps,
         description=f"{config.sync.strategy} x{world}",
@@ -255,6 +267,7 @@ def train(
     summary["model_path"] = str(model_path)
     summary["budget"] = budget.as_dict()
     summary["run_id"] = run_id
+    summary.update(compute.summary())
     atomic_write_json(out / SUMMARY, summary)
     return summary
 

@@ -112,8 +112,9 @@ def run(
     strategy: Annotated[
         str | None,
         typer.Option(
-            help="allreduce, local_sgd, diloco or streaming_diloco (default allreduce; "
-            "periodic ones sync every sync.every steps, default 20/100/100)."
+            help="allreduce, local_sgd, diloco, streaming_diloco, or federated fedavg/fedsgd "
+            "(with fed.clients; default allreduce; periodic ones sync every sync.every steps, "
+            "default 20/100/100)."
         ),
     ] = None,
     dataset: Annotated[
@@ -127,7 +128,8 @@ def run(
     partition: Annotated[
         str | None,
         typer.Option(
-            help="iid, dirichlet:A, shards:K, quantity:A or contiguous (default auto: iid, "
+            help="iid, dirichlet:A, shards:K (or pathological:K), quantity:A or contiguous "
+            "(default auto: iid, "
             "contiguous for text)."
         ),
     ] = None,

@@ -29,6 +29,7 @@ import yaml
 from ddla.comm.config import CommConfig
 from ddla.data.config import DataConfig
 from ddla.errors import ConfigError
+from ddla.fed.config import FedConfig, check_fed
 from ddla.models.config import ModelConfig
 from ddla.optim import OptimConfig
 from ddla.security.config import SecurityConfig, check_run
@@ -134,6 +135,7 @@ class RunConfig:
     comm: CommConfig = field(default_factory=CommConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    fed: FedConfig = field(default_factory=FedConfig)
 
     def __post_init__(self) -> None:
         if self.agents < 1:
@@ -142,6 +144,7 @@ class RunConfig:
             )
         self.comm.check_agents(self.agents)  # a link override must name an existing agent
         check_run(self)
+        check_fed(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

@@ -24,7 +24,7 @@ CASES = [
     (
         "sync.strategy=gossip",
         "sync.strategy: unknown strategy 'gossip'",
-        "choose one of: allreduce, diloco, local_sgd, streaming_diloco",
+        "choose one of: allreduce, diloco, fedavg, fedsgd, local_sgd, streaming_diloco",
     ),
     (
         "sync.quantized_reduce=tree",
@@ -58,6 +58,8 @@ def test_declared_values_are_accepted_and_listed():
     assert allowed(SyncConfig, "strategy") == (
         "allreduce",
         "diloco",
+        "fedavg",
+        "fedsgd",
         "local_sgd",
         "streaming_diloco",
     )

@@ -4,14 +4,16 @@ tensor-parallel shard and federated client host plug in here (``COMPUTES``).
 Example:
     >>> from ddla.compute import COMPUTES
     >>> sorted(COMPUTES)
-    ['replica']
+    ['federated', 'replica']
 """
 
 from __future__ import annotations
 
 from ddla.compute.base import Compute
+from ddla.compute.factory import build_compute
+from ddla.compute.federated import FederatedRound
 from ddla.compute.replica import Replica
 
-COMPUTES: dict[str, type[Compute]] = {"replica": Replica}
+COMPUTES: dict[str, type[Compute]] = {"replica": Replica, "federated": FederatedRound}
 
-__all__ = ["COMPUTES", "Compute", "Replica"]
+__all__ = ["COMPUTES", "Compute", "FederatedRound", "Replica", "build_compute"]

@@ -50,6 +50,10 @@ class Compute(ABC):
     def model(self) -> torch.nn.Module:
         """This agent's model as evaluation, merging and export see it."""
 
+    def summary(self) -> dict[str, Any]:
+        """Entries this Compute adds to ``summary.json`` (none by default)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs beyond model, optimizer and strategy (none by default)."""
         return {}

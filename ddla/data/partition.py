@@ -58,7 +58,8 @@ __all__ = [
 ]
 
 PARTITION_FORMS = (
-    "iid, dirichlet:ALPHA (ALPHA>0), shards:K (integer K>=1), quantity:ALPHA (ALPHA>0), contiguous"
+    "iid, dirichlet:ALPHA (ALPHA>0), shards:K or pathological:K (integer K>=1), "
+    "quantity:ALPHA (ALPHA>0), contiguous"
 )
 
 Partitioner = Callable[[np.ndarray, int, int], list[np.ndarray]]
@@ -235,6 +236,7 @@ PARTITIONERS: dict[str, type] = {
     "iid": IID,
     "dirichlet": Dirichlet,
     "shards": Shards,
+    "pathological": Shards,  # the name federated papers use for McMahan's label-sorted shards
     "quantity": Quantity,
     "contiguous": Contiguous,
 }

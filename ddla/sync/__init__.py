@@ -14,6 +14,9 @@ from ddla.sync.allreduce import AllReduce
 from ddla.sync.base import Strategy
 from ddla.sync.config import SyncConfig
 from ddla.sync.diloco import DiLoCo
+from ddla.sync.fedavg import FedAvg
+from ddla.sync.federated import FederatedStrategy
+from ddla.sync.fedsgd import FedSGD
 from ddla.sync.local_sgd import LocalSGD
 from ddla.sync.streaming_diloco import StreamingDiLoCo
 
@@ -28,6 +31,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "local_sgd": LocalSGD,
     "diloco": DiLoCo,
     "streaming_diloco": StreamingDiLoCo,
+    "fedavg": FedAvg,
+    "fedsgd": FedSGD,
 }
 
 
@@ -38,13 +43,20 @@ def build_strategy(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     protection: Protection | None = None,
+    server_lr: float = 1.0,
 ) -> Strategy:
     """Build the strategy named by ``config.strategy`` around a model and its optimizer;
     ``protection`` (masking, audit) is the security layer of its aggregation."""
     cls = STRATEGIES[config.strategy]
+    extra = {"server_lr": server_lr} if issubclass(cls, FederatedStrategy) else {}
     return cls(
-        transport=transport, model=model, optimizer=optimizer, config=config, protection=protection
+        **extra,
+        transport=transport,
+        model=model,
+        optimizer=optimizer,
+        config=config,
+        protection=protection,
     )
 
 
-__all__ = ["STRATEGIES", "Strategy", "SyncConfig", "build_strategy"]
+__all__ = ["STRATEGIES", "FederatedStrategy", "Strategy", "SyncConfig", "build_strategy"]

@@ -1,0 +1,39 @@
+"""Choose this agent's Compute from the run config (the agent loop stays one loop)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from ddla.compute.base import Compute
+from ddla.compute.replica import Batch, Replica
+
+if TYPE_CHECKING:
+    import torch
+
+    from ddla.config import RunConfig
+    from ddla.sync import Strategy
+
+
+def build_compute(
+    config: RunConfig,
+    *,
+    strategy: Strategy,
+    optimizer: torch.optim.Optimizer,
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batch: Callable[[int], Batch],
+    train: tuple[torch.Tensor, torch.Tensor],
+) -> Compute:
+    """A :class:`~ddla.compute.federated.FederatedRound` for a federated strategy (clients
+    partitioned by ``data.partition`` into ``fed.clients``), else a data-parallel Replica."""
+    if not getattr(strategy, "federated", False):
+        return Replica(strategy=strategy, optimizer=optimizer, loss=loss, batch=batch)
+    from ddla.compute.federated import FederatedRound
+    from ddla.data import partition
+
+    x, y = train
+    clients = partition(config.data.partition, y.numpy(), config.fed.clients, config.train.seed)
+    return FederatedRound(
+        strategy=strategy, optimizer=optimizer, loss=loss, x=x, y=y, clients=clients,  # type: ignore[arg-type]
+        fed=config.fed, seed=config.train.seed,
+    )  # fmt: skip
