@@ -39,7 +39,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bytes_to_accuracy_report import analyse, goal, goal_lines, plot, run_name, table
+from bytes_to_accuracy_report import (
+    analyse,
+    analyse_recorded,
+    goal,
+    goal_lines,
+    plot,
+    run_name,
+    table,
+)
 from records import git_sha, machine
 
 from ddla.agent import train
@@ -150,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--analyse-only",
         action="store_true",
-        help="re-analyse the run directories of the last invocation (e.g. other --targets) "
+        help="re-analyse the run directories of the last invocation (e.g. other --targets; "
+        "without them, the curves in its record) "
         "without training; the record keeps that invocation's command, SHA and timing",
     )
     args = p.parse_args(argv)
@@ -183,7 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         run_agents(_agent, args.agents, plan, timeout_s=6 * 3600)
         elapsed, ran, host = time.perf_counter() - start, command, machine()
         date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    results = [analyse(out, run, args.targets, args.agents) for out, run in index]
+    if args.analyse_only and not all((out / "metrics.jsonl").exists() for out, _ in index):
+        # A fresh checkout: run directories are not in git, the record's curves are.
+        print(f"no run directories under {work}: analysing the curves in {rec.name}.json")
+        by_run = {run_name(r["partition"], r): r for r in previous["results"]}
+        results = [
+            analyse_recorded(by_run[run_name(run["partition"], run)], args.targets, args.agents)
+            for _, run in index
+        ]
+    else:
+        results = [analyse(out, run, args.targets, args.agents) for out, run in index]
     record = {
         "benchmark": "bytes_to_accuracy",
         "command": ran,

@@ -27,6 +27,51 @@ def analyse(out: Path, run: dict[str, Any], targets: list[float], agents: int) -
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r["agent"] == "global"]
     summary = json.loads((out / "summary.json").read_text())
+    per_agent_sent = [a["bytes_sent"] for a in summary["comm"]["per_agent"]]
+    return figures(
+        run,
+        rows,
+        targets,
+        agents,
+        final_accuracy=summary["final"]["accuracy"],
+        bytes_per_agent=max(per_agent_sent),
+        wall_s=summary["time"]["wall_s"],
+    )
+
+
+def analyse_recorded(recorded: dict[str, Any], targets: list[float], agents: int) -> dict[str, Any]:
+    """The same figures from a record's result (its curve holds every global evaluation).
+
+    For a fresh checkout, where the run directories (not in git) are absent: the curve's
+    bytes are ``bytes_sent // agents``, so multiplying back gives the same figures exactly.
+    """
+    rows = [
+        {"step": step, "bytes_sent": per_agent * agents, "accuracy": acc}
+        for step, per_agent, acc in recorded["curve"]
+    ]
+    run = {k: recorded[k] for k in ("partition", "strategy", "compress", "every")}
+    return figures(
+        run,
+        rows,
+        targets,
+        agents,
+        final_accuracy=recorded["final_accuracy"],
+        bytes_per_agent=recorded["bytes_per_agent"],
+        wall_s=recorded["wall_s"],
+    )
+
+
+def figures(
+    run: dict[str, Any],
+    rows: list[dict[str, Any]],
+    targets: list[float],
+    agents: int,
+    *,
+    final_accuracy: float,
+    bytes_per_agent: int,
+    wall_s: float,
+) -> dict[str, Any]:
+    """Per-run figures from the global evaluations ``rows`` (step, bytes_sent, accuracy)."""
     last_step = rows[-1]["step"]
     periodic_sync_only = run["strategy"] in ("local_sgd", "diloco")
     to_target = {}
@@ -43,14 +88,13 @@ def analyse(out: Path, run: dict[str, Any], targets: list[float], agents: int) -
             "steps": reached["step"] if reached else None,
             "bytes_per_agent": reached["bytes_sent"] // agents if reached else None,
         }
-    per_agent_sent = [a["bytes_sent"] for a in summary["comm"]["per_agent"]]
     return {
         **run,
         "to_target": to_target,
-        "final_accuracy": summary["final"]["accuracy"],
+        "final_accuracy": final_accuracy,
         "best_accuracy": max(r["accuracy"] for r in rows),
-        "bytes_per_agent": max(per_agent_sent),
-        "wall_s": summary["time"]["wall_s"],
+        "bytes_per_agent": bytes_per_agent,
+        "wall_s": wall_s,
         "curve": [(r["step"], r["bytes_sent"] // agents, r["accuracy"]) for r in rows],
     }
 
