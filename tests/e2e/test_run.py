@@ -16,7 +16,7 @@ from e2e_helpers import FAST, ROOT, cli, descendants
 
 import ddla
 from ddla.errors import AgentFailedError
-from ddla.testing import FaultInjector
+from ddla.testing import KILL_EXIT_CODE, FaultInjector
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dist]
 
@@ -91,13 +91,25 @@ def test_dead_agent_fails_cleanly(tmp_path: Path, no_leftover_processes) -> None
     faults = FaultInjector().kill(rank=1, at_step=5)
     with pytest.raises(AgentFailedError) as info:
         ddla.launch(
-            overrides=[*FAST, "train.steps=50", f"out={out}", "comm.timeout_s=20"],
+            overrides=[
+                *FAST,
+                "train.steps=50",
+                "train.checkpoint_every=2",
+                f"out={out}",
+                "comm.timeout_s=20",
+            ],
             faults=faults,
             progress=False,
         )
-    assert "agent" in str(info.value) and info.value.help
+    # The dead agent is named first, with the exit code it died with, not its peer's error.
+    message = str(info.value)
+    assert message.startswith(f"agent 1 died (exit code {KILL_EXIT_CODE})"), message
+    assert "\n" not in message and "agent1.log" in (info.value.help or "")
     assert not (out / "summary.json").exists()
     assert not (out / "model.safetensors").exists()
+    # The checkpoints written before the death are intact: the run resumes and finishes.
+    resumed = ddla.launch(resume=out, progress=False)
+    assert resumed["steps"] == 50 and (out / "model.safetensors").is_file()
 
 
 def test_ctrl_c_stops_every_agent(tmp_path: Path) -> None:
