@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ddla.aggregate import Aggregator
 from ddla.budget import resolve_budget
 from ddla.checkpoint import (
     commit_checkpoint,
@@ -36,6 +37,7 @@ from ddla.comm.agree import agree_on_config, state_sha256
 from ddla.comm.failures import is_comm_failure, name_silent_peers
 from ddla.comm.heartbeat import Heartbeat
 from ddla.compute import build_compute
+from ddla.compute.layout import build_layout, check_layout, layout_summary
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.data.sharing import parse_share
@@ -98,18 +100,22 @@ def train(
     ckpt_key = security.checkpoint_key if security is not None else None
     run_id = _shared_run_id(out, transport, resume=resume)
     x_train, y_train = job.train
+    # This agent's role (replica / pipeline stage / tensor shard); without model.stages or
+    # model.tensor_parallel every agent is a replica of the whole model.
+    replicas = check_layout(config, world)
+    layout = build_layout(config.model, job.model, transport)
     budget = resolve_budget(
         tc,
         dataset=config.data.dataset,
         model=job.model_config.name if job.model_config is not None else "custom",
         train_size=len(y_train),
-        agents=world,
+        agents=replicas,
         batch_size=config.data.batch_size,
     )
     steps = budget.steps
     spec = resolve_partition(config.data.partition, job.task_spec)
-    parts = partition(spec, job.partition_labels.numpy(), world, tc.seed)
-    shard = parts[rank]
+    parts = partition(spec, job.partition_labels.numpy(), replicas, tc.seed)
+    shard = parts[layout.replica]  # a replica's stages and shards see the same batches
     share = parse_share(config.data.share)
     if share and security is not None:
         x_train, y_train, shard = security.share_pool(
@@ -126,7 +132,9 @@ def train(
             count=config.data.pull_count,
             seed=tc.seed,
         )
-    batches = AgentBatches(shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
+    batches = AgentBatches(
+        shard, batch_size=config.data.batch_size, seed=tc.seed, rank=layout.replica
+    )
     log.info(
         "shard of %d samples, %d agents, strategy %s, budget %s",
         len(shard),
@@ -135,7 +143,7 @@ def train(
         budget.describe(),
     )
 
-    model = job.model
+    model = layout.module
     state = (
         read_agent_state(out, rank=rank, run_id=run_id, key=ckpt_key, world_size=world)
         if resume
@@ -153,7 +161,7 @@ def train(
     )
     strategy = build_strategy(
         config.sync,
-        transport=transport,
+        transport=layout.sync,
         model=model,
         optimizer=optimizer,
         protection=protection,
@@ -186,7 +194,9 @@ def train(
         sink = JsonlSink(out / METRICS, append=resume)
         if config.tensorboard:
             sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
-    evaluator = Evaluator(job, config, strategy.aggregator, sink)
+    evaluator = Evaluator(
+        job, config, Aggregator(transport) if layout.decomposed else strategy.aggregator, sink
+    )
     strategy.train_model.train()
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -200,6 +210,7 @@ def train(
         loss=job.loss,
         batch=batch,
         train=(x_train, y_train),
+        layout=layout,
     )
     bar = ConsoleProgress(
         total=steps,
@@ -226,7 +237,7 @@ def train(
                     )
                 acc = None
                 if tc.eval_every and done % tc.eval_every == 0 and done < steps:
-                    acc = evaluator(done, model, timer).get("accuracy")
+                    acc = evaluator(done, layout.eval_model(model), timer).get("accuracy")
                 if tc.checkpoint_every and done % tc.checkpoint_every == 0:
                     _save_checkpoint(
                         out,
@@ -243,7 +254,7 @@ def train(
                     bytes_sent=int(transport.stats.totals("train")["bytes_sent"]),
                 )
             strategy.finish()
-            evaluator(steps, model, timer)
+            evaluator(steps, layout.eval_model(model), timer)
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
@@ -263,11 +274,13 @@ def train(
         dataset=job.name,
         extra={"strategy": config.sync.strategy, "agents": world, "task": job.task},
     )
-    summary = build_summary(config, job, evaluator, steps, out)
+    summary = build_summary(config, job, evaluator, steps, out, replicas=replicas)
     summary["model_path"] = str(model_path)
     summary["budget"] = budget.as_dict()
     summary["run_id"] = run_id
     summary.update(compute.summary())
+    if layout.decomposed:
+        summary["decomposition"] = layout_summary(layout, config)
     atomic_write_json(out / SUMMARY, summary)
     return summary
 

@@ -30,7 +30,7 @@ from ddla.comm.config import CommConfig
 from ddla.data.config import DataConfig
 from ddla.errors import ConfigError
 from ddla.fed.config import FedConfig, check_fed
-from ddla.models.config import ModelConfig
+from ddla.models.config import ModelConfig, check_decomposition
 from ddla.optim import OptimConfig
 from ddla.security.config import SecurityConfig, check_run
 from ddla.sync.config import SyncConfig
@@ -145,6 +145,7 @@ class RunConfig:
         self.comm.check_agents(self.agents)  # a link override must name an existing agent
         check_run(self)
         check_fed(self)
+        check_decomposition(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

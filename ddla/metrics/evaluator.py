@@ -103,16 +103,25 @@ class Evaluator:
 
 
 def build_summary(
-    config: RunConfig, job: Job, evaluator: Evaluator, steps: int, out: Path
+    config: RunConfig,
+    job: Job,
+    evaluator: Evaluator,
+    steps: int,
+    out: Path,
+    *,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
-    """summary.json from the last evaluation (a contract: extend it, never rename keys)."""
+    """summary.json from the last evaluation (a contract: extend it, never rename keys).
+
+    ``replicas``: agents that each take a batch per step (all of them unless the model is
+    split into stages or shards, whose agents share a replica's batch)."""
     from ddla.tasks import resolve_partition
 
     g, rows = evaluator.last["global"], evaluator.last["agents"]
     task = evaluator.task
     world = evaluator.transport.world_size
     train_s = max(r["train_s"] for r in rows)
-    samples = steps * config.data.batch_size * world
+    samples = steps * config.data.batch_size * (world if replicas is None else replicas)
     per_sample = task.tokens_per_sample(job.input_shape)
     summary = {
         "strategy": config.sync.strategy,
