@@ -95,15 +95,22 @@ def test_two_stages_equal_the_unsplit_model_for_both_schedules(tmp_path: Path) -
 
 
 HYBRID = ["model.stages=2", "model.microbatches=2", "sync.strategy=allreduce"]
+# DiLoCo between the replicas of each stage, every 3 steps, int8-compressed pseudo-gradients.
+DILOCO = ["model.stages=2", "model.microbatches=2", "sync.strategy=diloco", "sync.every=3",
+          "sync.compress=int8", "optim.name=adamw", "optim.lr=0.003"]  # fmt: skip
 
 
 @pytest.mark.dist
-def test_two_replicas_of_two_stages_with_allreduce(tmp_path: Path) -> None:
-    by_rank = run_agents(_agent, 4, str(tmp_path), [HYBRID], timeout_s=400)
-    results = [r[0] for r in by_rank]  # ranks 0, 1: replica 0's stages; 2, 3: replica 1's
-    for stage in (0, 1):  # replicas of a stage hold the very same parameters
-        a, b = results[stage]["state"], results[2 + stage]["state"]
-        assert all(torch.equal(a[k], b[k]) for k in a)
+def test_two_replicas_of_two_stages_with_allreduce_and_diloco(tmp_path: Path) -> None:
+    by_rank = run_agents(_agent, 4, str(tmp_path), [HYBRID, DILOCO], timeout_s=500)
+    for run in (0, 1):  # ranks 0, 1: replica 0's stages; 2, 3: replica 1's
+        results = [r[run] for r in by_rank]
+        for stage in (0, 1):  # replicas of a stage hold the very same parameters after a sync
+            a, b = results[stage]["state"], results[2 + stage]["state"]
+            assert a and all(torch.equal(a[k], b[k]) for k in a)
+        sync = results[0]["summary"]["comm"]["bytes_sent"]
+        assert sync > 0
+    results = [r[0] for r in by_rank]
     want = reference(_config(tmp_path / "0", 4, HYBRID), STEPS, replicas=2)
     torch.testing.assert_close({**results[0]["state"], **results[1]["state"]}, want)
     # Hand count per step: each replica's activations and their gradients (B * HIDDEN fp32
