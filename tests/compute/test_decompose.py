@@ -71,7 +71,7 @@ def test_a_model_that_is_not_sequential_is_refused() -> None:
             super().__init__()
             self.a = nn.Linear(2, 2)
 
-    with pytest.raises(ConfigError, match="needs an nn.Sequential"):
+    with pytest.raises(ConfigError, match=r"needs an nn\.Sequential"):
         plan_stages(Net(), 2)
 
 
