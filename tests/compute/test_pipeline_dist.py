@@ -91,6 +91,9 @@ def test_two_stages_equal_the_unsplit_model_for_both_schedules(tmp_path: Path) -
         assert summary["comm"]["bytes_received"] == 2 * STEPS * per_step
         assert summary["pipeline_bytes_sent"] == {"activations": STEPS * per_step, "gradients": 0}
         assert summary["decomposition"]["stages"] == 2
+        agents = summary["decomposition"]["agents"]  # each holds only its stage's parameters
+        assert [a["parameter_bytes"] for a in agents] == [4 * n for n in STAGE_PARAMS]
+        assert [a["pipeline_bytes_sent"]["gradients"] for a in agents] == [0, STEPS * per_step]
         assert summary["throughput"]["samples_per_s"] > 0
 
 
