@@ -37,7 +37,7 @@ from ddla.comm.agree import agree_on_config, state_sha256
 from ddla.comm.failures import is_comm_failure, name_silent_peers
 from ddla.comm.heartbeat import Heartbeat
 from ddla.compute import build_compute
-from ddla.compute.layout import build_layout, check_layout, layout_summary
+from ddla.compute.layout import agents_report, build_layout, check_layout, layout_summary
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.data.sharing import parse_share
@@ -255,6 +255,7 @@ def train(
                 )
             strategy.finish()
             evaluator(steps, layout.eval_model(model), timer)
+            report = agents_report(layout, compute.agent_stats(), optimizer)
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
@@ -279,8 +280,8 @@ def train(
     summary["budget"] = budget.as_dict()
     summary["run_id"] = run_id
     summary.update(compute.summary())
-    if layout.decomposed:
-        summary["decomposition"] = layout_summary(layout, config)
+    if report is not None:
+        summary["decomposition"] = layout_summary(layout, config, report)
     atomic_write_json(out / SUMMARY, summary)
     return summary
 

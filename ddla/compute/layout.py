@@ -92,6 +92,33 @@ class Layout:
         return self.full
 
 
+def state_bytes(module: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Bytes of ``module``'s parameters and of ``optimizer``'s state tensors (momentum, Adam
+    moments): what a stage or shard saves against the whole model."""
+    params = sum(p.numel() * p.element_size() for p in module.parameters())
+    opt = sum(
+        v.numel() * v.element_size()
+        for state in optimizer.state.values()
+        for v in state.values()
+        if isinstance(v, torch.Tensor)
+    )
+    return {"parameter_bytes": params, "optimizer_bytes": opt}
+
+
+def agents_report(
+    layout: Layout, stats: dict[str, Any], optimizer: torch.optim.Optimizer
+) -> list[dict[str, Any]] | None:
+    """Every agent's role, state bytes and Compute figures, on every agent; collective (tag
+    ``control``) in a decomposed run, local with one agent, None otherwise (no message)."""
+    mine = {
+        "rank": layout.world.rank, "replica": layout.replica, "stage": layout.stage,
+        "shard": layout.shard, **state_bytes(layout.module, optimizer), **stats,
+    }  # fmt: skip
+    if layout.decomposed:
+        return layout.world.all_gather_object(mine, tag="control")
+    return [mine] if layout.world.world_size == 1 else None
+
+
 def _mean_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     out = {}
     for key in states[0]:
@@ -154,9 +181,11 @@ def build_layout(config: ModelConfig, model: torch.nn.Module, transport: Transpo
     )
 
 
-def layout_summary(layout: Layout, config: RunConfig) -> dict[str, Any]:
-    """The ``decomposition`` entry of ``summary.json``."""
-    return {
+def layout_summary(
+    layout: Layout, config: RunConfig, agents: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The ``decomposition`` entry of ``summary.json`` (``agents``: see :func:`agents_report`)."""
+    out: dict[str, Any] = {
         "replicas": layout.replicas,
         "stages": layout.stages,
         "tensor_parallel": layout.tensor,
@@ -164,3 +193,6 @@ def layout_summary(layout: Layout, config: RunConfig) -> dict[str, Any]:
         "schedule": config.model.schedule if layout.stages > 1 else None,
         "split": config.model.split if layout.stages > 1 else None,
     }
+    if agents is not None:
+        out["agents"] = agents
+    return out

@@ -22,6 +22,7 @@ Example (two agents, one stage each; see tests/compute/test_pipeline.py)::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,9 @@ class TransportStage(PipelineStage):
         self.pipe = pipe
         self.pending: list[P2PWork] = []
         self.sent = {"activations": 0, "gradients": 0}
+        #: Seconds blocked waiting for a peer (receives, and sends at the end of a step): the
+        #: stage's share of the pipeline bubble plus transfer time.
+        self.wait_s = 0.0
 
     def _run_ops(self, ops: list[dist.P2POp], kind: str) -> list[dist.P2POp]:
         ranks = list(self.pipe.global_ranks)
@@ -61,7 +65,9 @@ class TransportStage(PipelineStage):
                 self.pending.append(self.pipe.isend(tensor, dst=peer, tag="train"))
                 self.sent[kind] += tensor.numel() * tensor.element_size()
             else:  # a receive: complete it now, before the schedule reads the buffer
+                start = time.perf_counter()
                 self.pipe.irecv(op.tensor, src=peer, tag="train").wait()
+                self.wait_s += time.perf_counter() - start
         return []
 
     def get_fwd_recv_ops(self, fwd_chunk_id: int) -> list[dist.P2POp]:
@@ -89,8 +95,10 @@ class TransportStage(PipelineStage):
     def drain(self) -> None:
         """Wait for (and so account) every send started this step."""
         pending, self.pending = self.pending, []
+        start = time.perf_counter()
         for work in pending:
             work.wait()
+        self.wait_s += time.perf_counter() - start
 
 
 def boundary_shapes(
@@ -142,6 +150,7 @@ class PipelineCompute(Compute):
         self.strategy, self.optimizer, self.batch = strategy, optimizer, batch
         self.pipe, self.index, self.stages = pipe, index, stages
         self.microbatches, self.schedule_name = microbatches, schedule
+        self.step_s = 0.0  # wall seconds inside steps (this process's real clock)
         self.stage = TransportStage(
             strategy.train_model, index, stages, torch.device("cpu"),
             input_args=example[0], output_args=example[1], pipe=pipe,
@@ -165,6 +174,7 @@ class PipelineCompute(Compute):
         return self.index == self.stages - 1
 
     def __call__(self, step: int) -> torch.Tensor:
+        start = time.perf_counter()
         x, y = self.batch(step)
         self.optimizer.zero_grad(set_to_none=True)
         losses: list[torch.Tensor] = []
@@ -180,7 +190,13 @@ class PipelineCompute(Compute):
         # Only the last stage knows the loss; the progress bar shows rank 0's (a control
         # message: 4 bytes, no training payload).
         self.pipe.broadcast(loss, src=self.stages - 1, tag="control")
+        self.step_s += time.perf_counter() - start
         return loss
 
     def summary(self) -> dict[str, Any]:
         return {"pipeline_bytes_sent": dict(self.stage.sent)}
+
+    def agent_stats(self) -> dict[str, Any]:
+        """This stage's bytes sent by kind and its measured idle share of step time."""
+        idle = self.stage.wait_s / self.step_s if self.step_s > 0 else None
+        return {"pipeline_bytes_sent": dict(self.stage.sent), "idle_fraction": idle}
