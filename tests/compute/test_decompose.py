@@ -103,3 +103,19 @@ def test_the_world_size_under_torchrun_is_checked_by_the_agent() -> None:
     assert check_layout(config, 4) == 2
     with pytest.raises(ConfigError, match="5 agents cannot form replicas"):
         check_layout(config, 5)
+
+
+@pytest.mark.parametrize("module", ["ddla.models.decompose", "ddla.models.config", "ddla.compute"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_every_compute_is_registered_under_its_name() -> None:
+    from ddla.compute import COMPUTES
+
+    assert all(cls.name == name for name, cls in COMPUTES.items())
