@@ -111,3 +111,22 @@ def test_tensor_parallel_run_equals_the_unsplit_model(tmp_path: Path) -> None:
     per_agent = STEPS * BATCH * (32 + 10 + 32) * 4
     assert summary["comm"]["bytes_sent"] == 2 * per_agent
     assert summary["decomposition"]["tensor_parallel"] == 2
+
+
+def _hybrid_agent(transport, out: str) -> dict:
+    config = RunConfig.load(None, [*BASE, "agents=4", f"out={out}", "sync.strategy=allreduce"])
+    job = job_from_config(config)
+    summary = train(job, config, transport, progress=False)
+    return {"summary": summary}
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_two_replicas_of_two_shards_equal_the_unsplit_model(tmp_path: Path) -> None:
+    summary = run_agents(_hybrid_agent, 4, str(tmp_path), timeout_s=400)[0]["summary"]
+    config = RunConfig.load(None, [*BASE, "agents=4", f"out={tmp_path}"])
+    want = reference(config, STEPS, replicas=2)
+    exported, _ = load_model(tmp_path / "model.safetensors")
+    torch.testing.assert_close(dict(exported.state_dict()), want)
+    roles = [(a["replica"], a["shard"]) for a in summary["decomposition"]["agents"]]
+    assert roles == [(0, 0), (0, 1), (1, 0), (1, 1)]
