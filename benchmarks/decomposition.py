@@ -22,6 +22,7 @@ full when it completes (no overlap credited), so ``wan`` figures are an upper bo
 
     nice -n 10 python benchmarks/decomposition.py          # everything (~30 min, 2 loaded cores)
     nice -n 10 python benchmarks/decomposition.py --samples 3200 --link-steps 4   # a quick look
+    python benchmarks/decomposition.py --table benchmarks/records/decomposition-latest.json
 """
 
 from __future__ import annotations
@@ -114,12 +115,40 @@ def _row(name: str, summary: dict[str, Any], steps: int, single_bytes: int | Non
     return row
 
 
+def table(figures: list[dict[str, Any]]) -> str:
+    """The record's figures as the markdown table of docs/benchmarks.md."""
+    head = (
+        "| layout | agents | samples/s | accuracy | state / single | bubble (ideal) "
+        "| act. B/step | act. grad B/step | sync/TP B/step | step ms: none (CPU) | dc | wan |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for r in figures:
+        b = r["bytes_per_step"]
+        bubble = (
+            f"{r['bubble_measured']:.2f} ({r['bubble_ideal']:.2f})"
+            if r["bubble_measured"] is not None
+            else "-"
+        )
+        lines.append(
+            f"| {r['layout']} | {r['agents']} | {r['samples_per_s']:.0f} | {r['accuracy']:.4f} "
+            f"| {r['state_vs_single']:.3f} (1/{round(1 / r['ideal_state_vs_single'])}) "
+            f"| {bubble} | {b['activations']:,} | {b['activation_grads']:,} "
+            f"| {b['sync_or_tp']:,} | {1000 * r['step_cpu_s_nolink']:.1f} "
+            f"| {1000 * r['step_s_dc']:.1f} | {1000 * r['step_s_wan']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--samples", type=int, default=9600, help="training samples per run")
     parser.add_argument("--link-steps", type=int, default=8, help="steps of each link run")
     parser.add_argument("--only", nargs="+", choices=sorted(LAYOUTS), default=list(LAYOUTS))
+    parser.add_argument("--table", type=Path, help="print a record's markdown table and exit")
     args = parser.parse_args(argv)
+    if args.table is not None:
+        print(table(json.loads(args.table.read_text())["figures"]))
+        return 0
     # One intra-op thread per agent in every layout (the agents inherit it), so the single
     # agent is not given more cores than each stage: on a shared machine spare threads spin.
     os.environ["OMP_NUM_THREADS"] = "1"
