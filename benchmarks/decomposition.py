@@ -2,7 +2,7 @@
 
 One invocation runs every layout side by side on the same deep MLP (``model.depth=8``, width
 128: nine Linear layers, 0.22 M parameters) and the same sample budget, through
-``ddla.launch`` (real gloo agents on this machine):
+``ddla.testing.run_agents`` (real gloo agents, one spawn per agent count):
 
 - 1 agent (the whole model);
 - 2 and 4 pipeline stages, GPipe with M in {1, 4, 8} microbatches and 1F1B with M in {4, 8}
@@ -35,8 +35,6 @@ from pathlib import Path
 from typing import Any
 
 from records import write_record
-
-import ddla
 
 BATCH = 64
 BASE = [
@@ -72,11 +70,29 @@ LAYOUTS["dp2xpp2-diloco"] = (
 )  # fmt: skip
 
 
-def _run(out: Path, agents: int, overrides: list[str], steps: int, link: str | None) -> dict:
+def _config(out: Path, agents: int, overrides: list[str], steps: int, link: str | None):
+    from ddla.config import RunConfig
+
     extra = [f"agents={agents}", f"train.steps={steps}", f"out={out}"]
     if link is not None:  # evaluate every 2 steps: the step time leaves out the first two
         extra += [f"comm.link={link}", "comm.clock=virtual-cpu", "train.eval_every=2"]
-    return ddla.launch(overrides=[*BASE, *overrides, *extra], progress=False, force=True)
+    return RunConfig.load(None, [*BASE, *overrides, *extra])
+
+
+def _agent(transport, work: str, runs: list[tuple[str, list[str], int, str | None]]) -> list:
+    """One agent of every run of one agent count, one after another in the same processes
+    (what ``ddla.launch`` does per run, less starting processes and importing torch each
+    time: minutes per run on this loaded machine)."""
+    from ddla.agent import train
+    from ddla.job import job_from_config
+
+    summaries = []
+    for name, overrides, steps, link in runs:
+        config = _config(Path(work) / name, transport.world_size, overrides, steps, link)
+        transport.stats.reset()
+        transport.emulate_links(config.comm.link, clock=config.comm.clock)
+        summaries.append(train(job_from_config(config), config, transport, progress=False))
+    return summaries
 
 
 def _step_s(out: Path, steps: int) -> float:
@@ -153,18 +169,30 @@ def main(argv: list[str] | None = None) -> int:
     # agent is not given more cores than each stage: on a shared machine spare threads spin.
     os.environ["OMP_NUM_THREADS"] = "1"
     work = Path(tempfile.mkdtemp(prefix="ddla-decomposition-"))
+    from ddla.testing import run_agents
+
+    by_world: dict[int, list[tuple[str, list[str], int, str | None]]] = {}
+    for name in args.only:
+        agents, overrides = LAYOUTS[name]
+        steps = args.samples // (BATCH * (2 if name.startswith("dp2") else 1))
+        by_world.setdefault(agents, []).extend(
+            [(name, overrides, steps, None)]
+            + [(f"{name}-{link}", overrides, args.link_steps, link) for link in ("dc", "wan")]
+        )
+    done: dict[str, dict] = {}
+    for world, runs in sorted(by_world.items()):
+        summaries = run_agents(_agent, world, str(work), runs, timeout_s=3600)[0]
+        done.update({run[0]: summary for run, summary in zip(runs, summaries, strict=True)})
     rows, single_bytes = [], None
     for name in args.only:
         agents, overrides = LAYOUTS[name]
-        replicas = 2 if name.startswith("dp2") else 1
-        steps = args.samples // (BATCH * replicas)
-        summary = _run(work / name, agents, overrides, steps, None)
+        steps = args.samples // (BATCH * (2 if name.startswith("dp2") else 1))
+        summary = done[name]
         row = _row(name, summary, steps, single_bytes)
         if name == "single":
             single_bytes = row["max_agent_state_bytes"]
             row["state_vs_single"] = 1.0
         for link in ("dc", "wan"):
-            _run(work / f"{name}-{link}", agents, overrides, args.link_steps, link)
             row[f"step_s_{link}"] = round(_step_s(work / f"{name}-{link}", args.link_steps), 4)
         row["step_s_nolink"] = round(summary["time"]["train_s"] / steps, 4)
         cpu = max(a["train_cpu_s"] for a in summary["comm"]["per_agent"])
