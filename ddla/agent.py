@@ -14,6 +14,7 @@ lets the strategy synchronize through its Aggregator and the Transport) -> meter
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ddla.checkpoint import (
@@ -34,10 +36,12 @@ from ddla.comm import Transport
 from ddla.compute import Replica
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
+from ddla.data.cache import take_rows
 from ddla.data.sharing import parse_share
-from ddla.errors import DdlaError
-from ddla.job import Job, job_from_config
-from ddla.metrics import ConsoleProgress, JsonlSink
+from ddla.data.sources import agree_job
+from ddla.errors import ConfigError, DdlaError
+from ddla.job import Job, job_from_config, site_job
+from ddla.metrics import ConsoleProgress, JsonlSink, startup
 from ddla.metrics.evaluator import Evaluator, build_summary
 from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.metrics.timer import AgentTimer
@@ -62,7 +66,7 @@ def _setup_logging(out: Path, rank: int) -> None:
 
 
 def train(
-    job: Job,
+    job: Job | Callable[[Transport], Job],
     config: RunConfig,
     transport: Transport,
     *,
@@ -70,7 +74,11 @@ def train(
     faults: Any = None,
     progress: bool = True,
 ) -> dict[str, Any] | None:
-    """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere)."""
+    """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere).
+
+    ``job`` may be a function of the (authenticated) Transport: per-agent sources are agreed
+    on after the security handshake, so descriptors only go to authenticated peers.
+    """
     rank, world = transport.rank, transport.world_size
     out = Path(config.out)
     tc = config.train
@@ -78,25 +86,49 @@ def train(
     # Transport masks every averaged update.
     security = secure_join(config.security, transport, out)
     protection = security.protection if security is not None else None
-    x_train, y_train = job.train
-    parts = partition(config.data.partition, y_train.numpy(), world, tc.seed)
-    shard = parts[rank]
+    startup.mark("secured")
+    if not isinstance(job, Job):
+        job = job(transport)
     share = parse_share(config.data.share)
-    if share and security is not None:
-        x_train, y_train, shard = security.share_pool(
-            x_train, y_train, shard, fraction=share, seed=tc.seed
-        )
     puller = None
-    if config.data.pull_every and security is not None:
-        puller = security.puller(
-            x=x_train,
-            y=y_train,
-            shard=shard,
-            num_classes=job.num_classes,
-            every=config.data.pull_every,
-            count=config.data.pull_count,
-            seed=tc.seed,
-        )
+    site_test = job.site_test
+    if job.is_local:  # each agent's own data: nothing to partition, agree on it first
+        if share or config.data.pull_every:
+            raise ConfigError(
+                "data.share and data.pull_every need one partitioned dataset, not per-agent data",
+                help="unset data.share and data.pull_every",
+            )
+        if job.agreement is None:
+            site, job.agreement = agree_job(job, transport)
+            (x_train, y_train), site_test = site.train, site.site_test
+        else:
+            x_train, y_train = job.train  # type: ignore[misc]
+        shard = np.arange(len(y_train))
+    else:
+        x_train, y_train = job.train  # type: ignore[misc]
+        shard = partition(config.data.partition, y_train.numpy(), world, tc.seed)[rank]
+        if share and security is not None:
+            x_train, y_train, shard = security.share_pool(
+                x_train, y_train, shard, fraction=share, seed=tc.seed
+            )
+        if config.data.pull_every and security is not None:
+            puller = security.puller(
+                x=x_train,
+                y=y_train,
+                shard=shard,
+                num_classes=job.num_classes,
+                every=config.data.pull_every,
+                count=config.data.pull_count,
+                seed=tc.seed,
+            )
+        if not share and puller is None:
+            # Keep this agent's rows only, read from the dataset cache's file when it is one:
+            # resident memory grows with the shard, not the dataset. Same samples in the same
+            # order (positions into the shard replace global indices), so results are equal.
+            x_train, y_train = take_rows(x_train, shard), y_train[torch.from_numpy(shard)]
+            shard = np.arange(len(shard))
+    if callable(site_test):
+        site_test = site_test(rank)
     batches = AgentBatches(shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
     log.info("shard of %d samples, %d agents, strategy %s", len(shard), world, config.sync.strategy)
 
@@ -136,7 +168,7 @@ def train(
         sink = JsonlSink(out / METRICS, append=resume)
         if config.tensorboard:
             sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
-    evaluator = Evaluator(job, config, strategy.aggregator, sink)
+    evaluator = Evaluator(job, config, strategy.aggregator, sink, site_test=site_test)
     strategy.train_model.train()
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -149,6 +181,7 @@ def train(
         description=f"{config.sync.strategy} x{world}",
         enabled=progress and rank == 0,
     )
+    startup.mark("ready")
     try:
         with bar:
             bar.update(start)
@@ -156,6 +189,7 @@ def train(
                 timer.begin_step()
                 loss = compute(step)
                 timer.end_step()
+                startup.mark("first_step")
                 done = step + 1
                 if faults is not None:
                     faults.apply(rank, done)
@@ -248,6 +282,11 @@ def agent_main(
     progress: bool = True,
 ) -> dict[str, Any] | None:
     """Entry point of one agent process (local launcher and torchrun alike)."""
+    if startup.ENV not in os.environ:  # torchrun, no ddla launcher: this process's own run
+        startup.reset()
+    startup.mark("agent_main")
+    if (started := startup.process_start()) is not None:
+        startup.mark("agent_process", started)
     _interrupt_once()
     config = RunConfig.from_dict(config_dict)
     out = Path(config.out)
@@ -256,10 +295,16 @@ def agent_main(
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     transport = Transport.from_env(backend=config.comm.backend, timeout_s=config.comm.timeout_s)
+    startup.mark("joined")
     transport.emulate_links(config.comm.link, config.comm.link_overrides, clock=config.comm.clock)
     _setup_logging(out, transport.rank)
     try:
-        job = job_factory() if job_factory is not None else job_from_config(config)
+        if job_factory is not None:
+            job = job_factory()
+        elif config.data.source is not None:
+            job = functools.partial(site_job, config)  # built after the security handshake
+        else:
+            job = job_from_config(config)
         return train(job, config, transport, resume=resume, faults=faults, progress=progress)
     except BaseException as exc:
         log.exception("agent failed")

@@ -122,9 +122,15 @@ def run(
     tensorboard: Annotated[
         bool, typer.Option("--tensorboard", help="Also write TensorBoard files under OUT/tb.")
     ] = False,
+    report: Annotated[
+        bool, typer.Option(help="Draw the plots and report.html after the run (sweeps: off).")
+    ] = True,
+    timing: Annotated[
+        bool, typer.Option("--timing", help="Print where the start-up time went, by phase.")
+    ] = False,
 ) -> None:
     """Train with N agents on this machine (4 agents on mnist1d by default)."""
-    from ddla.launch import launch
+    from ddla.launch import launch, write_run_report
 
     overrides = _flag_overrides(
         agents=agents,
@@ -144,10 +150,31 @@ def run(
         },
     )
     summary = launch(
-        config_file=config, overrides=[*overrides, *(set_ or [])], resume=resume, progress=progress
+        config_file=config,
+        overrides=[*overrides, *(set_ or [])],
+        resume=resume,
+        progress=progress,
+        report=False,
     )
+    # The result first: summary.json and the model are on disk; the report comes after.
     console.print(summary_table(summary))
-    console.print(f"report: {Path(summary['model_path']).parent / 'report.html'}")
+    if timing:
+        console.print(timing_table(summary))
+    if report:
+        page = write_run_report(Path(summary["model_path"]).parent)
+        if page is not None:
+            console.print(f"report: {page}")
+
+
+def timing_table(summary: dict[str, Any]) -> Table:
+    """``--timing``: seconds of each start-up phase, up to the end of the first step."""
+    t = summary.get("time", {})
+    table = Table(title=f"start-up: {t.get('startup_s') or 0:.2f} s to the end of the first step")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    for phase, seconds in (t.get("startup") or {}).items():
+        table.add_row(phase, f"{seconds:.3f}")
+    return table
 
 
 @app.command("partition")

@@ -57,9 +57,28 @@ def resolve_config(
 
 
 def _preflight(config: RunConfig) -> None:
-    """Load the data and split it once here so data errors surface before agents start."""
+    """Load the data and split it once here so data errors surface before agents start.
+
+    Built-in datasets are decoded into the memory-mapped cache here (:mod:`ddla.data.cache`),
+    so the agents map it instead of decoding it again each. With ``data.source`` each agent
+    reads its own file: only that every file exists is checked here (the agents validate
+    their own data and agree on it).
+    """
     from ddla.data import partition
     from ddla.job import job_from_config
+
+    if config.data.source is not None:
+        from ddla.data.sources import site_path
+        from ddla.errors import DataError
+
+        for rank in range(config.agents):
+            path = site_path(config.data.source, rank=rank, world=config.agents, node=0)
+            if not path.is_file():
+                raise DataError(
+                    f"agent {rank}: data.source file {path} does not exist",
+                    help="each agent needs its own file; check data.source and its {rank}",
+                )
+        return
 
     job = job_from_config(config)
     partition(config.data.partition, job.train[1].numpy(), config.agents, config.train.seed)
@@ -74,13 +93,21 @@ def launch(
     resume: str | Path | None = None,
     faults: Any = None,
     progress: bool = True,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Run agents to completion and return the run summary (``summary.json``).
+
+    ``report=False`` skips the plots and ``report.html`` (``ddla run --no-report``, sweeps;
+    ``ddla report RUN_DIR`` draws them later); the CLI prints the result first, then draws.
 
     ``job_factory`` is a top-level function returning a :class:`ddla.Job` (your model and
     data); without it the job comes from the config (a zoo model on a built-in dataset).
     Under torchrun this process is one agent, and non-zero ranks return ``{}``.
     """
+    from ddla.metrics import startup
+
+    startup.reset()
+    startup.mark("launch")
     cfg = resolve_config(config, config_file, overrides, resume)
     out = Path(cfg.out)
     if under_torchrun():
@@ -89,7 +116,7 @@ def launch(
         if rank == 0:
             (out / CONFIG).write_text(cfg.to_yaml())
         result = agent_main(cfg.to_dict(), job_factory, resume is not None, faults, progress)
-        if result:
+        if result and report:
             write_run_report(out)
         return result or {}
     prepare_run_dir(out, fresh=resume is None)
@@ -98,9 +125,11 @@ def launch(
     if job_factory is None:
         _preflight(cfg)
     (out / CONFIG).write_text(cfg.to_yaml())
+    startup.launcher_env()
     run_local(cfg, out, job_factory, resume is not None, faults, progress)
     summary = read_summary(out)
-    write_run_report(out)
+    if report:  # after summary.json and the model are on disk: a slow report loses nothing
+        write_run_report(out)
     return summary
 
 

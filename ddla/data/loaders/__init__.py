@@ -29,7 +29,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": load_fashion_mnist,
     "mnist1d": load_mnist1d,
 }
-"""Built-in datasets by name; each loader takes ``root, size, seed, cache_dir`` keywords."""
+"""Built-in datasets by name; each loader takes ``root, size, seed, cache_dir, cache`` keywords."""
 
 NPZ_PREFIX = "npz:"
 
@@ -46,6 +46,7 @@ def load_dataset(
     size: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    cache: bool = True,
 ) -> Dataset:
     """Load a dataset by name.
 
@@ -56,6 +57,8 @@ def load_dataset(
             generated (default 5000). ``None`` keeps all.
         seed: fixes the train/test split, the subsample and the MNIST-1D generator.
         cache_dir: where generated data is cached (default ``$DDLA_CACHE`` or ``~/.cache/ddla``).
+        cache: keep decoded built-in datasets memory-mapped under ``cache_dir``
+            (:mod:`ddla.data.cache`); ``False`` decodes in this process every time.
 
     Raises:
         ConfigError: unknown name (the message lists the allowed names), or size out of range.
@@ -66,7 +69,7 @@ def load_dataset(
             f"dataset name must be a string, got {name!r}",
             help=f"set data.name to one of: {', '.join(dataset_names())}",
         )
-    kwargs = {"root": root, "size": size, "seed": seed, "cache_dir": cache_dir}
+    kwargs = {"root": root, "size": size, "seed": seed, "cache_dir": cache_dir, "cache": cache}
     if name.startswith(NPZ_PREFIX):
         return load_npz(name[len(NPZ_PREFIX) :], **kwargs)
     if name.endswith(".npz"):

@@ -108,6 +108,7 @@ def load_npz(
     size: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    cache: bool = True,
 ) -> Dataset:
     """Load a user ``.npz`` dataset; a relative ``path`` is taken relative to ``root`` if given.
 
