@@ -75,6 +75,10 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for key in ("accuracy", "precision", "recall", "f1"):
         table.add_row(key, f"{f[key]:.2%}")
     table.add_row("loss", f"{f['loss']:.4f}")
+    for site in summary.get("sites") or []:  # the global model on each site's own test data
+        table.add_row(
+            f"site {site['site']} accuracy / f1", f"{site['accuracy']:.2%} / {site['f1']:.2%}"
+        )
     table.add_row("steps", str(summary["steps"]))
     table.add_row("bytes sent (all agents)", human_bytes(c["bytes_sent"]))
     table.add_row("bytes received (all agents)", human_bytes(c["bytes_received"]))
@@ -185,11 +189,19 @@ def partition_cmd(
     partition: Annotated[str, typer.Option(help="iid, dirichlet:A, shards:K, quantity:A.")] = "iid",
     seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
     root: Annotated[str | None, typer.Option(help="Dataset directory.")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(help="Per-agent files instead (as data.source): their real histograms."),
+    ] = None,
 ) -> None:
     """Show how a dataset would be split across agents (per-agent class histogram)."""
     from ddla.config import RunConfig
     from ddla.data import load_dataset, partition_table
     from ddla.data import partition as split
+
+    if source is not None:
+        console.print(_sources_table(source, agents, seed))
+        return
 
     cfg = RunConfig.load(
         None,
@@ -202,6 +214,27 @@ def partition_cmd(
     labels = ds.y_train.numpy()
     parts = split(cfg.data.partition, labels, cfg.agents, seed)
     console.print(partition_table(parts, labels, ds.classes))
+
+
+def _sources_table(source: str, agents: int, seed: int) -> Table:
+    """Per-agent class histogram of ``data.source`` files, from the agreement's own counts."""
+    import itertools
+
+    import numpy as np
+
+    from ddla.data import partition_table
+    from ddla.data.sources import check_agreement, describe_site, load_site, site_path
+
+    records = []
+    for rank in range(agents):
+        path = site_path(source, rank=rank, world=agents, node=0)
+        records.append(describe_site(load_site(path, seed=seed), None, str(path)))
+    agreement = check_agreement(records)
+    counts = np.asarray(agreement.counts)
+    labels = np.concatenate([np.repeat(np.arange(len(row)), row) for row in counts])
+    bounds = np.cumsum([0, *counts.sum(axis=1)])
+    parts = [np.arange(a, b) for a, b in itertools.pairwise(bounds)]
+    return partition_table(parts, labels, agreement.classes, title=f"Data at each agent ({source})")
 
 
 @app.command("eval")

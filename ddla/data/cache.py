@@ -209,7 +209,7 @@ def take_rows(a: Any, rows: np.ndarray) -> Any:
     is_tensor = not isinstance(a, np.ndarray)
     backing = _backing(a)
     if backing is None:
-        return a[torch_index(rows)].clone() if is_tensor else np.ascontiguousarray(a[rows])
+        return a[torch_index(rows)] if is_tensor else np.ascontiguousarray(a[rows])
     path, offset, shape, dtype = backing
     out = np.empty((len(rows), *shape[1:]), dtype=dtype)
     if len(rows) and (rows.min() < 0 or rows.max() >= shape[0]):

@@ -107,6 +107,20 @@ def render(run: RunData, pngs: dict[str, bytes]) -> str:
         if site_rows
         else ""
     )
+    data = s.get("data") or {}
+    histogram = ""
+    if data.get("counts"):
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in data.get("classes", []))
+        body = "".join(
+            f"<tr><td>{rank}</td><td>{html.escape(str(path))}</td>"
+            + "".join(f'<td class="num">{_fmt(v)}</td>' for v in row)
+            + "</tr>"
+            for rank, (path, row) in enumerate(zip(data["sources"], data["counts"], strict=False))
+        )
+        histogram = (
+            "<h2>Data at each agent (training samples per class, agreed before training)</h2>"
+            f'<table id="histogram"><tr><th>agent</th><th>source</th>{head}</tr>{body}</table>'
+        )
     figures = "".join(
         f'<figure><img alt="{html.escape(caption)}" id="{name.removesuffix(".png")}" '
         f'src="data:image/png;base64,{base64.b64encode(pngs[name]).decode()}">'
@@ -128,6 +142,7 @@ def render(run: RunData, pngs: dict[str, bytes]) -> str:
 <h2>Run</h2>{_table(facts, "run")}
 <h2>Final metrics (global model)</h2>{_table(final, "final")}
 {sites}
+{histogram}
 <h2>Communication and time</h2>{_table(totals, "total")}
 <h2>Per agent</h2>
 <table><tr><th>agent</th><th>wall_s</th><th>compute_s</th><th>comm_s</th><th>waiting_s</th></tr>

@@ -151,6 +151,11 @@ def _run(transport, overrides: list[str], sources: bool) -> dict:
     return {"summary": summary, "state": None if model is None else model.state_dict()}
 
 
+def _agents(fn, *args):
+    """Two real agents; the timeout is generous because the shared test machine is loaded."""
+    return run_agents(fn, 2, *args, timeout_s=300)
+
+
 def _catch(transport, overrides: list[str]) -> str:
     try:
         _run(transport, overrides, True)
@@ -163,9 +168,9 @@ def _catch(transport, overrides: list[str]) -> str:
 def test_per_agent_sources_equal_the_partition_of_one_file(tmp_path: Path) -> None:
     whole, _ = _write_sites(tmp_path, 2)
     part_out, src_out = tmp_path / "partitioned", tmp_path / "sources"
-    run_agents(_run, 2, [f"data.dataset=npz:{whole}", f"out={part_out}"], False)
+    _agents(_run, [f"data.dataset=npz:{whole}", f"out={part_out}"], False)
     source = f"npz:{tmp_path}/site-{{rank}}.npz"
-    res = run_agents(_run, 2, [f"data.source={source}", f"out={src_out}"], True)
+    res = _agents(_run, [f"data.source={source}", f"out={src_out}"], True)
     a, _ = load_model(part_out / "model.safetensors")
     b, _ = load_model(src_out / "model.safetensors")
     for (k, va), (_, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
@@ -197,7 +202,7 @@ def test_sites_with_different_classes_agree_and_report_per_site_rows(tmp_path: P
         )
     out = tmp_path / "run"
     source = f"{tmp_path}/s0.npz,{tmp_path}/s1.npz"
-    res = run_agents(_run, 2, [f"data.source={source}", f"out={out}"], True)
+    res = _agents(_run, [f"data.source={source}", f"out={out}"], True)
     summary = res[0]["summary"]
     counts = summary["data"]["counts"]
     assert len(summary["data"]["classes"]) == 10
@@ -227,7 +232,7 @@ def test_missing_file_on_one_agent_stops_every_agent_naming_it(tmp_path: Path) -
     _write_sites(tmp_path, 2)
     (tmp_path / "site-1.npz").unlink()
     source = f"data.source=npz:{tmp_path}/site-{{rank}}.npz"
-    messages = run_agents(_catch, 2, [source, f"out={tmp_path / 'run'}"])
+    messages = _agents(_catch, [source, f"out={tmp_path / 'run'}"])
     missing = str(tmp_path / "site-1.npz")
     for message in messages:  # both agents stop with the same line, nobody waits for a timeout
         assert message.startswith(f"agent 1 could not load its data ({missing})"), message
@@ -239,18 +244,18 @@ def test_malformed_or_mismatched_file_is_refused_naming_the_agent(tmp_path: Path
     _, sites = _write_sites(tmp_path, 2)
     sites[1].write_bytes(b"PK\x03\x04 truncated")
     source = f"data.source=npz:{tmp_path}/site-{{rank}}.npz"
-    messages = run_agents(_catch, 2, [source, f"out={tmp_path / 'a'}"])
+    messages = _agents(_catch, [source, f"out={tmp_path / 'a'}"])
     assert all(m.startswith(f"agent 1 could not load its data ({sites[1]})") for m in messages)
     # a site whose samples have another shape
     with np.load(sites[0]) as f:
         arrays = dict(f)
     flat = {k: arrays[k].reshape(len(arrays[k]), -1) for k in ("x_train", "x_test")}
     np.savez(sites[1], **{**arrays, **flat})
-    messages = run_agents(_catch, 2, [source, f"out={tmp_path / 'b'}"])
+    messages = _agents(_catch, [source, f"out={tmp_path / 'b'}"])
     assert all(f"agent 1 ({sites[1]}) has samples of shape (64,)" in m for m in messages), messages
     # and one stored as float64 instead of float32
     np.savez(sites[1], **{**arrays, "x_train": arrays["x_train"].astype(np.float64)})
-    messages = run_agents(_catch, 2, [source, f"out={tmp_path / 'c'}"])
+    messages = _agents(_catch, [source, f"out={tmp_path / 'c'}"])
     assert all(f"agent 1 ({sites[1]}) has inputs of dtype float64" in m for m in messages), messages
 
 
@@ -275,8 +280,8 @@ def _callable_job(transport, whole: str, out: str) -> dict:
 @pytest.mark.dist
 def test_python_api_per_agent_train_equals_partition(tmp_path: Path) -> None:
     whole, _ = _write_sites(tmp_path, 2)
-    states = run_agents(_callable_job, 2, str(whole), str(tmp_path / "api"))
-    run_agents(_run, 2, [f"data.dataset=npz:{whole}", f"out={tmp_path / 'p'}"], False)
+    states = _agents(_callable_job, str(whole), str(tmp_path / "api"))
+    _agents(_run, [f"data.dataset=npz:{whole}", f"out={tmp_path / 'p'}"], False)
     ref, _ = load_model(tmp_path / "p" / "model.safetensors")
     for k, v in ref.state_dict().items():
         assert torch.equal(states[0][k], v), k
