@@ -14,14 +14,41 @@ Train one PyTorch model across many agents that each hold part of the data::
 The same script runs under ``torchrun --nnodes N ...``: each process becomes one agent.
 """
 
-from ddla import data
-from ddla.config import RunConfig, TrainConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ddla.errors import DdlaError
-from ddla.job import Job
-from ddla.launch import launch
+
+if TYPE_CHECKING:
+    from ddla import data
+    from ddla.config import RunConfig, TrainConfig
+    from ddla.job import Job
+    from ddla.launch import launch
 
 __all__ = ["DdlaError", "Job", "RunConfig", "TrainConfig", "data", "launch", "run"]
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562): ``import ddla.cli`` (``ddla --help``) must not pay for
+# torch, which ``ddla.job`` and ``ddla.launch`` import.
+_LAZY = {
+    "data": ("ddla.data", None),
+    "RunConfig": ("ddla.config", "RunConfig"),
+    "TrainConfig": ("ddla.config", "TrainConfig"),
+    "Job": ("ddla.job", "Job"),
+    "launch": ("ddla.launch", "launch"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ddla' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value
+    return value
 
 
 def run(config: RunConfig | None = None, **kwargs: object) -> dict:
@@ -31,4 +58,7 @@ def run(config: RunConfig | None = None, **kwargs: object) -> dict:
         >>> cfg = RunConfig.load(None, ["agents=2", "data.dataset=digits"])
         >>> summary = ddla.run(cfg)  # doctest: +SKIP
     """
+    from ddla.config import RunConfig
+    from ddla.launch import launch
+
     return launch(config=config or RunConfig(), **kwargs)  # type: ignore[arg-type]
