@@ -17,6 +17,8 @@ The same script runs under ``torchrun --nnodes N ...``: each process becomes one
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 from ddla.errors import DdlaError
@@ -37,7 +39,6 @@ _LAZY = {
     "RunConfig": ("ddla.config", "RunConfig"),
     "TrainConfig": ("ddla.config", "TrainConfig"),
     "Job": ("ddla.job", "Job"),
-    "launch": ("ddla.launch", "launch"),
 }
 
 
@@ -49,6 +50,28 @@ def __getattr__(name: str) -> Any:
     value = value if attr is None else getattr(value, attr)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """``ddla.launch`` is the function, although ``ddla/launch/`` is also a subpackage.
+
+    Importing a subpackage binds it on its parent (``setattr(ddla, "launch", <module>)``),
+    which would shadow the function once anything imports ``ddla.launch``; an eager
+    ``from ddla.launch import launch`` here rebound it, but costs torch on ``import ddla``.
+    The property keeps the name the function, and the setter lets the import bind nothing.
+    """
+
+    @property
+    def launch(self) -> Any:
+        return importlib.import_module("ddla.launch").launch
+
+    @launch.setter
+    def launch(self, value: Any) -> None:
+        if not isinstance(value, types.ModuleType):  # someone replacing the function itself
+            raise AttributeError("ddla.launch is read-only")
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def run(config: RunConfig | None = None, **kwargs: object) -> dict:

@@ -45,3 +45,14 @@ def test_public_api_is_still_reachable_lazily() -> None:
         import ddla
 
         ddla.no_such_name  # noqa: B018
+
+
+def test_ddla_launch_stays_the_function_after_its_subpackage_is_imported() -> None:
+    # Importing ddla/launch/ binds the subpackage on ddla; the name must stay the function.
+    code = (
+        "import ddla.cli, ddla.launch.local, ddla\n"
+        "from ddla.launch import launch\n"
+        "print(ddla.launch is launch, callable(ddla.launch))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

@@ -76,8 +76,9 @@ def preflight(config: RunConfig) -> None:
 
     Built-in datasets are decoded into the memory-mapped cache here (:mod:`ddla.data.cache`),
     so the agents map it instead of decoding it again each. With ``data.source`` each agent
-    reads its own file: only that every file exists is checked here (the agents validate
-    their own data and agree on it).
+    reads its own file: only that every file exists is checked here (under torchrun, rank 0's
+    own: the others may live on other machines); the agents validate their own data and
+    agree on it.
     """
     import warnings
 
@@ -90,8 +91,12 @@ def preflight(config: RunConfig) -> None:
         from ddla.data.sources import site_path
         from ddla.errors import DataError
 
-        for rank in range(config.agents):
-            path = site_path(config.data.source, rank=rank, world=config.agents, node=0)
+        # Under torchrun the other agents may be on other machines, holding files this one
+        # cannot see: check this agent's own file only (the agreement checks the rest).
+        ranks = [int(os.environ["RANK"])] if under_torchrun() else range(config.agents)
+        for rank in ranks:
+            here = {} if under_torchrun() else {"node": 0, "local_rank": rank}
+            path = site_path(config.data.source, rank=rank, world=config.agents, **here)
             if not path.is_file():
                 raise DataError(
                     f"agent {rank}: data.source file {path} does not exist",

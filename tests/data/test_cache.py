@@ -106,3 +106,42 @@ def test_real_fashion_mnist_from_cache_equals_decode(tmp_path: Path) -> None:
     cached = load_dataset("fashion-mnist", cache_dir=tmp_path, size=2000, seed=3)
     assert torch.equal(fresh.x_train, cached.x_train) and torch.equal(fresh.y_test, cached.y_test)
     assert os.path.getsize(next((tmp_path / "arrays").iterdir()) / "x_train.npy") > 188_000_000
+
+
+def _digits_run(transport, cache: bool, out: str) -> dict:
+    from ddla.agent import train
+    from ddla.config import RunConfig
+    from ddla.job import job_from_config
+
+    config = RunConfig.load(
+        None,
+        [
+            f"agents={transport.world_size}",
+            f"out={out}",
+            f"data.cache={'true' if cache else 'false'}",
+            f"data.cache_dir={out}-cache",
+            "data.dataset=digits",
+            "data.batch_size=16",
+            "model.hidden=32",
+            "train.steps=12",
+            "train.eval_every=6",
+        ],
+    )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    job = job_from_config(config)
+    summary = train(job, config, transport, progress=False)
+    return {"state": job.model.state_dict(), "final": summary and summary["final"]}
+
+
+@pytest.mark.dist
+def test_a_run_is_identical_with_and_without_the_cache(tmp_path: Path) -> None:
+    from ddla.testing import run_agents
+
+    cached = run_agents(_digits_run, 2, True, str(tmp_path / "c"), timeout_s=300)
+    plain = run_agents(_digits_run, 2, False, str(tmp_path / "p"), timeout_s=300)
+    assert any((tmp_path / "c-cache" / "arrays").iterdir())  # the cached run used the cache
+    assert not (tmp_path / "p-cache").exists()
+    for a, b in zip(cached, plain, strict=True):
+        for k, v in a["state"].items():
+            assert torch.equal(v, b["state"][k]), k
+    assert cached[0]["final"] == plain[0]["final"]

@@ -285,3 +285,49 @@ def test_python_api_per_agent_train_equals_partition(tmp_path: Path) -> None:
     ref, _ = load_model(tmp_path / "p" / "model.safetensors")
     for k, v in ref.state_dict().items():
         assert torch.equal(states[0][k], v), k
+
+
+def test_federated_strategies_and_unlabelled_per_agent_jobs_are_refused() -> None:
+    # fed.clients are index sets into one dataset every agent holds; per-agent data has none
+    with pytest.raises(ConfigError, match=r"sync\.strategy=fedavg partitions one dataset"):
+        RunConfig.load(
+            None, ["data.source=npz:/d/{rank}.npz", "sync.strategy=fedavg", "fed.clients=4"]
+        )
+    x, y = torch.zeros(8, 4, dtype=torch.long), torch.zeros(8, 4, dtype=torch.long)
+    with pytest.raises(DataError, match=r"per-agent train \(rank -> data\) is for labelled data"):
+        Job(model=torch.nn.Linear(4, 4), train=lambda rank: (x, y), test=(x, y), task="lm")
+
+
+def _epochs_run(transport, source: str, out: str) -> dict:
+    config = RunConfig.load(
+        None,
+        [
+            *[o for o in BASE if not o.startswith("train.steps")],
+            "train.epochs=1",
+            f"agents={transport.world_size}",
+            f"out={out}",
+            f"data.source={source}",
+        ],
+    )
+    Path(out).mkdir(parents=True, exist_ok=True)
+    summary = train(functools.partial(site_job, config), config, transport, progress=False)
+    return {"summary": summary}
+
+
+@pytest.mark.dist
+def test_sites_of_different_sizes_train_the_same_budget(tmp_path: Path) -> None:
+    """An epoch budget counts all sites' samples (from the agreement), the same on every agent:
+    from its own site's size alone each agent would train a different number of steps."""
+    ds = load_dataset("digits", seed=0)
+    x, y, xt, yt = (getattr(ds, k).numpy() for k in ("x_train", "y_train", "x_test", "y_test"))
+    sizes = (1000, 200)
+    for rank, (lo, hi) in enumerate([(0, sizes[0]), (sizes[0], sizes[0] + sizes[1])]):
+        np.savez(
+            tmp_path / f"s{rank}.npz", x_train=x[lo:hi], y_train=y[lo:hi], x_test=xt, y_test=yt
+        )
+    res = run_agents(
+        _epochs_run, 2, f"npz:{tmp_path}/s{{rank}}.npz", str(tmp_path / "run"), timeout_s=300
+    )
+    budget = res[0]["summary"]["budget"]
+    assert budget["steps"] == -(-sum(sizes) // (2 * 16)) == 38
+    assert budget["source"] == "train.epochs"
