@@ -170,6 +170,7 @@ def train(
     if callable(site_test):
         site_test = site_test(rank)
     batches = AgentBatches(shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
+    startup.mark("data")
     log.info(
         "shard of %d samples, %d agents, strategy %s, budget %s",
         len(shard),
@@ -289,6 +290,7 @@ def train(
                 )
             strategy.finish()
             evaluator(steps, model, timer)
+            startup.mark("final_eval")
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
@@ -444,6 +446,7 @@ def agent_main(
             job = functools.partial(site_job, config)  # built after the security handshake
         else:
             job = job_from_config(config)
+        startup.mark("job")
         return train(job, config, transport, resume=resume, faults=faults, progress=progress)
     except BaseException as exc:
         log.exception("agent failed")

@@ -31,10 +31,15 @@ _PHASES = (
     ("spawn", "spawn", "agent_process"),
     ("agent_imports", "agent_process", "agent_main"),
     ("rendezvous", "agent_main", "joined"),
-    ("handshake", "joined", "secured"),
-    ("data_and_model", "secured", "ready"),
+    ("config_and_job", "joined", "job"),  # agree_on_config; a zoo job maps its dataset
+    ("handshake", "job", "secured"),  # security.enabled: the authenticated handshake
+    ("data", "secured", "data"),  # data.source: load and agree; the shard's rows
+    ("model_and_optimizer", "data", "ready"),
     ("first_step", "ready", "first_step"),
 )
+# After the first step (not part of ``total``): the last steps, strategy.finish() and the
+# final evaluation (an agent's first evaluation imports torchmetrics).
+_AFTER = (("to_final_eval", "first_step", "final_eval"),)
 
 
 def process_start() -> float | None:
@@ -84,7 +89,9 @@ def phases(m: dict[str, float] | None = None) -> dict[str, float]:
     """Seconds per start-up phase, for the phases whose two marks exist, plus ``total``."""
     m = marks() if m is None else m
     out = {
-        name: round(m[b] - m[a], 4) for name, a, b in _PHASES if a in m and b in m and m[b] >= m[a]
+        name: round(m[b] - m[a], 4)
+        for name, a, b in (*_PHASES, *_AFTER)
+        if a in m and b in m and m[b] >= m[a]
     }
     starts = ("launcher_process", "launch", "agent_process")
     first = min((m[k] for k in starts if k in m), default=None)
