@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run(agents: int, dataset: str, report: bool, name: str) -> list[str]:
         cmd = [ddla, "run", "--agents", str(agents), "--dataset", dataset, "--steps", "1"]
-        cmd += ["--no-progress", "--out", str(tmp / name)]
+        cmd += ["--no-progress", "--force", "--out", str(tmp / name)]
         return cmd if report else [*cmd, "--no-report"]
 
     commands = {
