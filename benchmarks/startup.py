@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
         print(f"round {r + 1}: " + ", ".join(f"{walls[k][-1]:.2f}" for k in walls), flush=True)
+        print(
+            f"phases {r + 1}: " + json.dumps({k: v[-1] for k, v in phases.items() if v}), flush=True
+        )
     medians = {k: round(statistics.median(v), 3) for k, v in walls.items()}
     floor = {2: medians[next(k for k in medians if "nproc-per-node 2" in k)]}
     floor[4] = medians[next(k for k in medians if "nproc-per-node 4" in k)]
@@ -186,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         for k, v in medians.items()
         if k.startswith("ddla run") or "train.py" in k
     }
+    # A phase whose marks came out of order in a round (clock resolution) is missing there:
+    # the median is over the rounds that have it.
     split = {
-        k: {p: round(statistics.median(d[p] for d in v), 3) for p in v[0]}
+        k: {
+            p: round(statistics.median(d[p] for d in v if p in d), 3)
+            for p in dict.fromkeys(p for d in v for p in d)
+        }
         for k, v in phases.items()
         if v
     }

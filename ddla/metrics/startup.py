@@ -48,10 +48,11 @@ def process_start() -> float | None:
         with open("/proc/self/stat") as fh:
             # Field 22 (starttime, clock ticks after boot); the command name may hold spaces.
             start_ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
-        with open("/proc/stat") as fh:
-            boot = next(int(line.split()[1]) for line in fh if line.startswith("btime"))
-        return boot + start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
+        # Seconds since then on the same clock (boot time), not /proc/stat's btime: that is
+        # whole seconds, and its rounding put agents' starts up to 1 s before their spawn.
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - start_ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
 
 
