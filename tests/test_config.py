@@ -26,8 +26,11 @@ def test_yaml_and_toml_files(tmp_path) -> None:
     y.write_text("agents: 3\nsync:\n  strategy: allreduce\ntrain:\n  steps: 11\n")
     t = tmp_path / "run.toml"
     t.write_text("agents = 5\n[data]\ndataset = 'digits'\n")
-    assert RunConfig.load(y, ["train.steps=12"]).train.steps == 12
-    assert RunConfig.load(t).data.dataset == "digits"
+    cy = RunConfig.load(y, ["train.steps=12"])
+    assert (cy.agents, cy.sync.strategy, cy.train.steps) == (3, "allreduce", 12)
+    assert RunConfig.load(y).train.steps == 11  # the file's value without the override
+    ct = RunConfig.load(t)
+    assert (ct.agents, ct.data.dataset) == (5, "digits")
 
 
 @pytest.mark.parametrize(

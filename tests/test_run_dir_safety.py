@@ -162,6 +162,23 @@ def test_resume_with_another_agent_count_names_it(checkpointed: Path) -> None:
 
 
 @pytest.mark.e2e
+def test_cli_resume_with_another_agent_count_is_one_line(checkpointed: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ddla.cli import app
+
+    before = _snapshot(checkpointed)
+    result = CliRunner().invoke(
+        app, ["run", "--resume", str(checkpointed), "--agents", "3", "--no-progress"]
+    )
+    assert result.exit_code == CheckpointError.exit_code, result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "written by 2 agents" in errors[0], result.output
+    assert "Traceback" not in result.output
+    assert _snapshot(checkpointed) == before  # nothing resumed, nothing moved aside
+
+
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_resume_falls_back_past_a_truncated_newest_checkpoint(
     checkpointed: Path, tmp_path: Path, capfd

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import importlib
 import os
+import re
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -107,6 +108,15 @@ def local_ranks(hosts: list[str]) -> list[tuple[int, int]]:
     return [(r, seen[h]) for r, h in zip(ranks, hosts, strict=True)]
 
 
+#: How to give an engine's workers a Python that has ddla, per engine.
+WORKER_PYTHON = {
+    "spark": "pip install ddla on every Spark worker, or set PYSPARK_PYTHON (here) to a Python "
+    "that has it at the same path on every worker",
+    "ray": "pip install ddla in the Python the Ray workers run (or a runtime_env)",
+    "dask": "pip install ddla in the Python the Dask workers run",
+}
+
+
 def agent_failure(
     out: Path, engine: str, exc: BaseException, *, detail: str | None = None
 ) -> DdlaError:
@@ -123,6 +133,15 @@ def agent_failure(
         return cls(prefix + first["message"], help=first.get("help") or f"see {out}/logs/")
     if isinstance(exc, DdlaError) and detail is None:  # raised before the agent could record it
         return exc
+    missing = re.search(r"No module named '([\w.]+)'", str(exc))
+    if detail is None and missing:
+        # A cluster's workers run their own Python: ddla, torch and their dependencies must be
+        # installed there (the engine's error names the first import that failed).
+        return AgentFailedError(
+            f"the {engine} workers' Python cannot import {missing.group(1)}: "
+            "install ddla there (it brings torch and the rest)",
+            help=WORKER_PYTHON.get(engine, "install ddla on every worker"),
+        )
     if detail is None:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = f"the {engine} job failed: " + (lines[0][:300] if lines else type(exc).__name__)

@@ -8,12 +8,13 @@ DdlaError, re-raised from what the agents recorded under ``OUT``.
 from __future__ import annotations
 
 import logging
+import signal
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ddla.config import RunConfig
-from ddla.errors import AgentFailedError, DdlaError
+from ddla.errors import AgentFailedError, CommError, DdlaError
 from ddla.runfiles import read_agent_errors
 
 if TYPE_CHECKING:
@@ -99,15 +100,40 @@ def interrupt_help(cfg: RunConfig, out: Path) -> str:
     return "nothing to resume (train.checkpoint_every is 0); set it to be able to resume"
 
 
+def _is_comm(type_name: str) -> bool:
+    """An error type an agent records when a peer is gone (not a root cause of its own)."""
+    cls = _error_types().get(type_name)
+    return (cls is not None and issubclass(cls, CommError)) or type_name in (
+        "RuntimeError",  # gloo's own "Connection closed by peer" and friends
+        "DistBackendError",
+        "DistNetworkError",
+    )
+
+
 def _agent_failure(out: Path, exc: Exception) -> DdlaError:
     """The root-cause error of a failed run, as the agents recorded it."""
     records = read_agent_errors(out)
+    failures = getattr(exc, "failures", {})
+    # An agent that died without a word (crash, OOM kill, kill -9) is the root cause of the
+    # connection errors its peers then record: name it, with its exit code, first.
+    silent = sorted(
+        (rank, f.exitcode)
+        for rank, f in failures.items()
+        if rank not in {r["rank"] for r in records} and f.exitcode not in (0, -signal.SIGTERM)
+    )
+    if silent and all(_is_comm(r["type"]) for r in records):
+        dead = ", ".join(f"agent {rank} died (exit code {code})" for rank, code in silent)
+        seen = (
+            f"; agent {records[0]['rank']} then failed: {records[0]['message']}" if records else ""
+        )
+        return AgentFailedError(
+            (dead + seen)[:400], help=f"see {out}/logs/agent{silent[0][0]}.log and {out}/logs/"
+        )
     if records:
         first = records[0]
         cls = _error_types().get(first["type"], AgentFailedError)
         prefix = "" if cls is not AgentFailedError else f"agent {first['rank']}: {first['type']}: "
         return cls(prefix + first["message"], help=first.get("help") or f"see {out}/logs/")
-    failures = getattr(exc, "failures", {})
     ranks = ", ".join(str(r) for r in sorted(failures)) or "?"
     codes = {f.exitcode for f in failures.values()}
     return AgentFailedError(

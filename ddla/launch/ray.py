@@ -24,6 +24,7 @@ from typing import Any
 
 from ddla.agent import JobFactory, agent_main
 from ddla.config import RunConfig
+from ddla.errors import ConfigError
 from ddla.launch.engines import (
     agent_failure,
     agent_output,
@@ -68,6 +69,10 @@ def run_ray(
     progress: bool,
 ) -> None:
     """Run the agents as a Ray Train job; raise ddla's one-line error if one fails."""
+    if cfg.launch.address is None:
+        # Nothing but this machine talks to a local instance: keep it on loopback (Ray names
+        # a node by its first interface otherwise). Read when Ray is first imported.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = require("ray", engine="ray", extra="ray")
     require("ray.train.torch", engine="ray", extra="ray")
     from ray.train import FailureConfig, ScalingConfig
@@ -77,16 +82,24 @@ def run_ray(
     n = cfg.agents
     started = not ray.is_initialized()
     if started:
-        ray.init(
-            address=cfg.launch.address,
-            # A local instance gets one logical CPU per agent plus one for Train's controller,
-            # whatever this machine has: the agents are the whole workload.
-            num_cpus=None if cfg.launch.address else n + 1,
-            include_dashboard=False,
-            logging_level=logging.ERROR,
-            log_to_driver=False,  # agents log to OUT/logs; ddla prints the one-line error
-            configure_logging=True,
-        )
+        try:
+            ray.init(
+                address=cfg.launch.address,
+                # A local instance gets one logical CPU per agent plus one for Train's
+                # controller, whatever this machine has: the agents are the whole workload.
+                num_cpus=None if cfg.launch.address else n + 1,
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,  # agents log to OUT/logs; ddla prints the one-line error
+                configure_logging=True,
+            )
+        except ConnectionError as exc:
+            raise ConfigError(
+                f"cannot reach the Ray cluster at {cfg.launch.address}: "
+                + str(exc).strip().splitlines()[0],
+                help="start one with `ray start --head`; a cluster with Ray's token "
+                "authentication needs RAY_AUTH_MODE=token here too (README: On Ray, Spark or Dask)",
+            ) from None
     try:
         trainer = TorchTrainer(
             _agent,

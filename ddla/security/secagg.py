@@ -60,14 +60,15 @@ def encode(x: torch.Tensor, *, frac_bits: int = FRAC_BITS, ring_bits: int = RING
     """Fixed-point encode a float tensor into the ring Z_{2**ring_bits} (int64)."""
     scaled = torch.round(x.detach().to(torch.float64) * 2.0**frac_bits)
     limit = 2.0 ** (ring_bits - 1)
+    # inf/NaN first: inf would otherwise be reported as merely out of range.
+    if not torch.isfinite(scaled).all():
+        raise SecurityError("secure aggregation cannot encode inf/NaN", help="the update diverged")
     if scaled.numel() and scaled.abs().max().item() >= limit:
         raise SecurityError(
             f"value {x.abs().max().item():.3g} is outside the secure-aggregation fixed-point "
             f"range ±{limit / 2.0**frac_bits:.3g}",
-            help="lower security.frac_bits or check the update for divergence (inf/NaN)",
+            help="lower security.frac_bits or check the update for divergence",
         )
-    if not torch.isfinite(scaled).all():
-        raise SecurityError("secure aggregation cannot encode inf/NaN", help="the update diverged")
     return scaled.to(torch.int64) % (1 << ring_bits)
 
 

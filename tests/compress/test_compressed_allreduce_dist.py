@@ -95,9 +95,9 @@ def _expected(spec: str, world: int) -> tuple[list[list[torch.Tensor]], list[int
 
 
 @pytest.mark.dist
-def test_compressed_all_reduce_three_agents():
+def test_compressed_all_reduce_three_agents(three_agents):
     world = 3
-    results = run_agents(_agent, world, timeout_s=90)
+    results = three_agents
     for spec in [*SPECS, GATHER]:
         expected, expected_sent = _expected(spec, world)
         for rank in range(world):
@@ -150,3 +150,62 @@ def test_one_agent_sends_nothing_and_returns_inputs():
 def test_keys_must_match_tensors():
     with Transport.single() as transport, pytest.raises(ValueError, match="keys"):
         compressed_mean(transport, [torch.ones(2)], build_compressor("int8"), keys=["a", "b"])
+
+
+def _topk_by_definition(x: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The ceil(ratio * n) entries of largest magnitude, the rest zero (written from the spec)."""
+    flat = x.reshape(-1)
+    k = max(1, math.ceil(ratio * flat.numel()))
+    keep = flat.abs().argsort(descending=True)[:k]
+    out = torch.zeros_like(flat)
+    out[keep] = flat[keep]
+    return out.view(x.shape)
+
+
+@pytest.fixture(scope="module")
+def three_agents() -> list[dict[str, object]]:
+    return run_agents(_agent, 3, timeout_s=90)
+
+
+@pytest.mark.dist
+def test_sparse_and_low_rank_means_against_the_dense_mean(three_agents):
+    """Independent of the compressors' code: the first call (no error-feedback residual yet)
+    against the dense mean, within what each compressor promises."""
+    world, call = 3, 0
+    xs = [_inputs(r, call) for r in range(world)]
+    dense = [sum(x[i] for x in xs) / world for i in range(len(SHAPES))]
+    norms = [[x[i].norm() for x in xs] for i in range(len(SHAPES))]
+
+    # top-k: exactly the mean of each agent's top-k, and ||x - topk(x)||^2 <= (1 - k/n)||x||^2
+    got = three_agents[0]["topk:0.1"][0][call]
+    for i, g in enumerate(got):
+        mine = sum(_topk_by_definition(x[i], 0.1) for x in xs) / world
+        torch.testing.assert_close(g, mine, rtol=0, atol=1e-6)
+        k = math.ceil(0.1 * g.numel())
+        bound = sum(math.sqrt(1 - k / g.numel()) * n for n in norms[i]) / world
+        assert (g - dense[i]).norm() <= bound + 1e-5
+        assert (g - dense[i]).norm() > 0  # something was dropped
+
+    # PowerSGD rank 2: vectors travel raw (exact mean); each agent's matrix is an orthogonal
+    # projection of its own (||M - M_hat|| <= ||M||), so the mean has rank <= 2 * world and is
+    # no further from the dense mean than the mean of the norms.
+    got = three_agents[0]["powersgd:2"][0][call]
+    for i, (g, shape) in enumerate(zip(got, SHAPES, strict=True)):
+        if len(shape) < 2:
+            torch.testing.assert_close(g, dense[i], rtol=0, atol=1e-6)
+            continue
+        mat = g.reshape(shape[0], -1)
+        if 2 * world < min(mat.shape):  # (40, 30): a dense result would have rank 30
+            assert torch.linalg.matrix_rank(mat).item() <= 2 * world
+        assert (g - dense[i]).norm() <= sum(norms[i]) / world + 1e-5
+
+    # top-k then int8 on the kept values: the top-k mean within int8's rounding of each
+    # agent's largest kept value (absmax / 254 per value), and no value outside the supports.
+    got = three_agents[0]["topk:0.2+int8"][0][call]
+    for i, g in enumerate(got):
+        tops = [_topk_by_definition(x[i], 0.2) for x in xs]
+        mine = sum(tops) / world
+        bound = sum(t.abs().max() / 254 for t in tops) / world
+        assert (g - mine).abs().max() <= bound + 1e-6
+        support = torch.stack([t != 0 for t in tops]).any(0)
+        assert torch.all(g[~support] == 0)

@@ -41,9 +41,11 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cli(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
-    """Run ``python -m ddla.cli ARGS`` from the repo root."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+def cli(
+    *args: str, timeout: float = 600, env: dict[str, str] | None = None, **kw
+) -> subprocess.CompletedProcess:
+    """Run ``python -m ddla.cli ARGS`` from the repo root (``env``: extra variables)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "ddla.cli", *args],
         cwd=ROOT,

@@ -20,8 +20,10 @@ def test_fixed_point_roundtrip_and_negative_values():
 def test_out_of_range_and_nonfinite_are_refused():
     with pytest.raises(SecurityError, match="fixed-point range"):
         encode(torch.tensor([1e9]))
-    with pytest.raises(SecurityError):
+    with pytest.raises(SecurityError, match="cannot encode inf/NaN"):
         encode(torch.tensor([float("nan")]))
+    with pytest.raises(SecurityError, match="cannot encode inf/NaN"):
+        encode(torch.tensor([1.0, float("inf")]))
 
 
 def test_masks_are_deterministic_per_seed_and_round():

@@ -75,6 +75,16 @@ def test_audit_verify_names_an_edited_line(secure_run, tmp_path):
     assert "error: audit log" in result.output
 
 
+def test_audit_verify_with_a_wrong_secret_names_the_mac_mismatch(secure_run, tmp_path):
+    _, out = secure_run
+    wrong = tmp_path / "wrong.key"
+    assert runner.invoke(app, ["keygen", "--out", str(wrong)]).exit_code == 0
+    result = runner.invoke(app, ["audit", "verify", str(out), "--secret-file", str(wrong)])
+    assert result.exit_code == 6, result.output
+    assert "MAC" in result.output and "error: audit log" in result.output, result.output
+    assert "verified" not in result.output and "Traceback" not in result.output
+
+
 def test_missing_secret_is_a_clean_error(tmp_path, monkeypatch):
     monkeypatch.delenv("DDLA_SECRET", raising=False)
     monkeypatch.delenv("DDLA_SECRET_FILE", raising=False)

@@ -293,3 +293,37 @@ def test_local_sgd_with_secure_aggregation_matches_plain():
     torch.testing.assert_close(secure[0], secure[1], atol=0, rtol=0)  # agents agree exactly
     # Four syncs of fixed-point (2**-24) averages: within float noise of the plain run.
     torch.testing.assert_close(secure[0], plain[0], atol=1e-5, rtol=0)
+
+
+def _secagg_dropout(transport):
+    """3 agents mask round 0; agent 2 dies before sending; the survivors regroup without it,
+    remove their masks with it, and sum over the new group."""
+    import os
+
+    session = _join(transport, [SECRET] * transport.world_size)
+    agg = SecureAggregator(session)
+    x = (transport.rank + 1) * torch.linspace(-1.0, 1.0, 1000)
+    contribution = agg.masked(x, round=0)
+    if transport.rank == 2:
+        os._exit(3)  # a real process death after masking, before anything is sent
+    survivors = transport.continue_without([2], timeout_s=60)
+    unfixed = contribution.clone()
+    survivors.all_reduce(unfixed, op="sum", tag="unfixed")
+    fixed = agg.remove_dropped(contribution, round=0, dropped=[2])
+    survivors.all_reduce(fixed, op="sum", tag="secure")
+    return agg.decode(unfixed), agg.decode(fixed), survivors.world_size
+
+
+def test_secure_aggregation_survives_a_dropout_over_gloo():
+    from ddla.security.secagg import decode, encode
+
+    out = run_agents(_secagg_dropout, 3, timeout_s=180, allow_exit=[2])
+    xs = [(r + 1) * torch.linspace(-1.0, 1.0, 1000) for r in range(2)]
+    # The reference, written independently: the fixed-point encodings of the survivors' inputs,
+    # summed in the ring, decoded (masking is exact in fixed point).
+    want = decode((encode(xs[0]) + encode(xs[1])) % 2**52)
+    for unfixed, fixed, world in out[:2]:
+        assert world == 2
+        assert torch.equal(fixed, want)
+        # Without removing the dead agent's masks the survivors' sum is noise.
+        assert (unfixed - want).abs().max() > 1.0
