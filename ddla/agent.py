@@ -13,6 +13,7 @@ lets the strategy synchronize through its Aggregator and the Transport) -> meter
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ddla.aggregate import Aggregator
@@ -40,10 +42,12 @@ from ddla.compute import build_compute
 from ddla.compute.layout import agents_report, build_layout, check_layout, layout_summary
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
+from ddla.data.cache import take_rows
 from ddla.data.sharing import parse_share
-from ddla.errors import CheckpointError, CommError, DdlaError
-from ddla.job import Job, job_from_config
-from ddla.metrics import ConsoleProgress, JsonlSink
+from ddla.data.sources import agree_job
+from ddla.errors import CheckpointError, CommError, ConfigError, DdlaError
+from ddla.job import Job, job_from_config, site_job
+from ddla.metrics import ConsoleProgress, JsonlSink, startup
 from ddla.metrics.evaluator import Evaluator, build_summary
 from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.metrics.timer import AgentTimer
@@ -78,7 +82,7 @@ def _setup_logging(out: Path, rank: int) -> None:
 
 
 def train(
-    job: Job,
+    job: Job | Callable[[Transport], Job],
     config: RunConfig,
     transport: Transport,
     *,
@@ -86,7 +90,11 @@ def train(
     faults: Any = None,
     progress: bool = True,
 ) -> dict[str, Any] | None:
-    """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere)."""
+    """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere).
+
+    ``job`` may be a function of the (authenticated) Transport: per-agent sources are agreed
+    on after the security handshake, so descriptors only go to authenticated peers.
+    """
     rank, world = transport.rank, transport.world_size
     out = Path(config.out)
     tc = config.train
@@ -94,47 +102,89 @@ def train(
     # Transport masks every averaged update.
     security = secure_join(config.security, transport, out)
     protection = security.protection if security is not None else None
+    startup.mark("secured")
+    if not isinstance(job, Job):
+        job = job(transport)
     check_task_config(job.task_spec, config)
     from ddla.launch.resume import fixed_settings  # here: ddla.launch imports this module
 
     ckpt_key = security.checkpoint_key if security is not None else None
     run_id = _shared_run_id(out, transport, resume=resume)
-    x_train, y_train = job.train
     # This agent's role (replica / pipeline stage / tensor shard); without model.stages or
     # model.tensor_parallel every agent is a replica of the whole model.
     replicas = check_layout(config, world)
     layout = build_layout(config.model, job.model, transport)
+    federated = getattr(STRATEGIES[config.sync.strategy], "federated", False)
+    share = parse_share(config.data.share)
+    puller = None
+    site_test = job.site_test
+    if job.is_local:  # each agent's own data: nothing to partition, agree on it first
+        if layout.decomposed:  # stages/shards of one replica must see the same batches
+            raise ConfigError(
+                "per-agent data (data.source) cannot feed model.stages or model.tensor_parallel",
+                help="give the decomposed run one dataset (ddla partitions it over replicas)",
+            )
+        if share or config.data.pull_every:
+            raise ConfigError(
+                "data.share and data.pull_every need one partitioned dataset, not per-agent data",
+                help="unset data.share and data.pull_every",
+            )
+        if federated:  # its clients are index sets into one dataset that every agent holds
+            raise ConfigError(
+                f"sync.strategy={config.sync.strategy} partitions one dataset into fed.clients; "
+                "a per-agent train set (rank -> data) has none to partition",
+                help="pass the whole train set (ddla partitions it), or a non-federated strategy",
+            )
+        if job.agreement is None:
+            site, job.agreement = agree_job(job, transport)
+            (x_train, y_train), site_test = site.train, site.site_test
+        else:
+            x_train, y_train = job.train  # type: ignore[misc]
+        shard = np.arange(len(y_train))
+        # Every agent's budget from the same figure: the agreed total over all sites.
+        train_size = sum(sum(c) for c in job.agreement.counts)
+    else:
+        x_train, y_train = job.train  # type: ignore[misc]
+        train_size = len(y_train)
+        spec = resolve_partition(config.data.partition, job.task_spec)
+        # A replica's stages and shards see the same batches: partition over replicas.
+        shard = partition(spec, job.partition_labels.numpy(), replicas, tc.seed)[layout.replica]
+        if share and security is not None:
+            x_train, y_train, shard = security.share_pool(
+                x_train, y_train, shard, fraction=share, seed=tc.seed
+            )
+        if config.data.pull_every and security is not None:
+            puller = security.puller(
+                x=x_train,
+                y=y_train,
+                shard=shard,
+                num_classes=job.num_classes,
+                every=config.data.pull_every,
+                count=config.data.pull_count,
+                seed=tc.seed,
+            )
+        if not share and puller is None and not federated:
+            # Keep this agent's rows only, read from the dataset cache's file when it is one:
+            # resident memory grows with the shard, not the dataset. Same samples in the same
+            # order (positions into the shard replace global indices), so results are equal.
+            # (Shares, pulls and federated clients index the whole set: they keep it.)
+            x_train, y_train = take_rows(x_train, shard), y_train[torch.from_numpy(shard)]
+            shard = np.arange(len(shard))
     budget = resolve_budget(
         tc,
-        dataset=config.data.dataset,
+        dataset=config.data.dataset if not job.is_local else "sources",
         model=job.model_config.name if job.model_config is not None else "custom",
-        train_size=len(y_train),
+        train_size=train_size,
         agents=replicas,
         batch_size=config.data.batch_size,
     )
     steps = budget.steps
-    spec = resolve_partition(config.data.partition, job.task_spec)
-    parts = partition(spec, job.partition_labels.numpy(), replicas, tc.seed)
-    shard = parts[layout.replica]  # a replica's stages and shards see the same batches
-    share = parse_share(config.data.share)
-    if share and security is not None:
-        x_train, y_train, shard = security.share_pool(
-            x_train, y_train, shard, fraction=share, seed=tc.seed
-        )
-    puller = None
-    if config.data.pull_every and security is not None:
-        puller = security.puller(
-            x=x_train,
-            y=y_train,
-            shard=shard,
-            num_classes=job.num_classes,
-            every=config.data.pull_every,
-            count=config.data.pull_count,
-            seed=tc.seed,
-        )
+    if callable(site_test):
+        site_test = site_test(rank)
     batches = AgentBatches(
         shard, batch_size=config.data.batch_size, seed=tc.seed, rank=layout.replica
     )
+    startup.mark("data")
     log.info(
         "shard of %d samples, %d agents, strategy %s, budget %s",
         len(shard),
@@ -195,7 +245,11 @@ def train(
         if config.tensorboard:
             sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
     evaluator = Evaluator(
-        job, config, Aggregator(transport) if layout.decomposed else strategy.aggregator, sink
+        job,
+        config,
+        Aggregator(transport) if layout.decomposed else strategy.aggregator,
+        sink,
+        site_test=site_test,
     )
     strategy.train_model.train()
 
@@ -217,6 +271,7 @@ def train(
         description=f"{config.sync.strategy} x{world}",
         enabled=progress and rank == 0,
     )
+    startup.mark("ready")
     try:
         with bar:
             bar.update(start)
@@ -226,6 +281,7 @@ def train(
                     schedule.apply(step)
                 loss = compute(step)
                 timer.end_step()
+                startup.mark("first_step")
                 done = step + 1
                 if faults is not None:
                     faults.apply(rank, done)
@@ -255,6 +311,7 @@ def train(
                 )
             strategy.finish()
             evaluator(steps, layout.eval_model(model), timer)
+            startup.mark("final_eval")
             report = agents_report(layout, compute.agent_stats(), optimizer)
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
@@ -373,6 +430,11 @@ def agent_main(
     progress: bool = True,
 ) -> dict[str, Any] | None:
     """Entry point of one agent process (local launcher and torchrun alike)."""
+    if startup.ENV not in os.environ:  # torchrun, no ddla launcher: this process's own run
+        startup.reset()
+    startup.mark("agent_main")
+    if (started := startup.process_start()) is not None:
+        startup.mark("agent_process", started)
     _interrupt_once()
     config = RunConfig.from_dict(config_dict)
     out = Path(config.out)
@@ -392,6 +454,7 @@ def agent_main(
     except DdlaError as exc:  # a peer that never joined: record it, the launcher reports it
         write_agent_error(out, int(os.environ.get("RANK", "0")), exc)
         raise
+    startup.mark("joined")
     transport.emulate_links(config.comm.link, config.comm.link_overrides, clock=config.comm.clock)
     _setup_logging(out, transport.rank)
     heartbeat = Heartbeat(transport.store, rank=transport.rank, world_size=transport.world_size)
@@ -401,7 +464,13 @@ def agent_main(
             transport.store, rank=transport.rank, world_size=transport.world_size,
             config=config.to_dict(),
         )  # fmt: skip
-        job = job_factory() if job_factory is not None else job_from_config(config)
+        if job_factory is not None:
+            job = job_factory()
+        elif config.data.source is not None:
+            job = functools.partial(site_job, config)  # built after the security handshake
+        else:
+            job = job_from_config(config)
+        startup.mark("job")
         return train(job, config, transport, resume=resume, faults=faults, progress=progress)
     except BaseException as exc:
         log.exception("agent failed")
