@@ -33,7 +33,9 @@ def build_compute(
     from ddla.data import partition
 
     x, y = train
-    clients = partition(config.data.partition, y.numpy(), config.fed.clients, config.train.seed)
+    # "auto" is the task's default; for the labelled datasets clients hold, that is iid.
+    spec = "iid" if config.data.partition == "auto" else config.data.partition
+    clients = partition(spec, y.numpy(), config.fed.clients, config.train.seed)
     return FederatedRound(
         strategy=strategy, optimizer=optimizer, loss=loss, x=x, y=y, clients=clients,  # type: ignore[arg-type]
         fed=config.fed, seed=config.train.seed, state_dir=Path(config.out) / "fed",

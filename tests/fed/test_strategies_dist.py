@@ -129,3 +129,22 @@ def test_scaffold_server_variate_is_mean_of_client_variates(agents) -> None:
         torch.testing.assert_close(res["c"], res["c_mean"], rtol=1e-4, atol=1e-6)
         assert res["homes_ok"]
     assert float(agents[0]["c"].abs().max()) > 0
+
+
+@pytest.mark.e2e
+def test_ddla_run_scaffold_keeps_client_state_on_disk(tmp_path) -> None:
+    import ddla
+
+    summary = ddla.launch(
+        overrides=[
+            "agents=2", "data.dataset=digits", "sync.strategy=scaffold", "fed.clients=20",
+            "fed.fraction=0.25", "fed.batch=10", "optim.lr=0.1", "train.steps=12",
+            "data.partition=pathological:2", "train.eval_every=0", f"out={tmp_path}",
+        ],
+        progress=False,
+    )  # fmt: skip
+    files = sorted(p.name for p in (tmp_path / "fed").iterdir())
+    assert files == ["scaffold-c-agent0.f32", "scaffold-c-agent1.f32"]
+    assert sum(h["accepted"] for h in summary["federated"]["per_round"]) == 12 * 5
+    print("scaffold e2e accuracy", summary["final"]["accuracy"])
+    assert summary["final"]["accuracy"] > 0.3, summary["final"]  # 10 classes: chance is 0.1
