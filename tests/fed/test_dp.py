@@ -56,6 +56,7 @@ def _one_round(transport: Transport, fed: FedConfig) -> torch.Tensor:
 
 
 def _agent(transport: Transport) -> dict[str, torch.Tensor]:
+    torch.set_num_threads(1)  # two agents on a shared 2-core machine: one thread each
     return {
         f"{mode}:{noise}": _one_round(transport, _fed(mode, noise))
         for mode in ("central", "distributed") for noise in (0.0, SIGMA)

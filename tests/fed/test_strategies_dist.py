@@ -60,6 +60,7 @@ def _fed(s: Setting) -> FedConfig:
 
 
 def _agent(transport: Transport, names: list[str]) -> dict[str, object]:
+    torch.set_num_threads(1)  # two agents on a shared 2-core machine: one thread each
     x, y = _data()
     clients = _clients(y)
     out: dict[str, object] = {}
