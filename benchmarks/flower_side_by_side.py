@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -42,9 +43,20 @@ def _children_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def _watch(path: Path, t0: float, seen: dict) -> None:
+    # metrics.jsonl is opened by rank 0 right before its first round: start-up ends there.
+    while "t" not in seen and time.perf_counter() - t0 < 600:
+        if path.exists():
+            seen["t"] = time.perf_counter() - t0
+        time.sleep(0.02)
+
+
 def run_ddla(variant: str, rounds: int, out: Path) -> dict:
     os.environ["OMP_NUM_THREADS"] = "1"
     cpu0, t0 = _children_cpu(), time.perf_counter()
+    seen: dict = {}
+    watcher = threading.Thread(target=_watch, args=(out / "metrics.jsonl", t0, seen), daemon=True)
+    watcher.start()
     summary = ddla.launch(
         overrides=[
             "agents=2", "data.dataset=fashion-mnist", "model.name=mlp", "model.hidden=128",
@@ -58,16 +70,27 @@ def run_ddla(variant: str, rounds: int, out: Path) -> dict:
     )  # fmt: skip
     wall = time.perf_counter() - t0
     cpu = _children_cpu() - cpu0
+    watcher.join(timeout=1)
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     glob = sorted((e for e in evals if e.get("agent") == "global"), key=lambda e: e["step"])
     times = [0.0] + [e["wall_s"] for e in glob]
     rs = [b - a for a, b in itertools.pairwise(times)]
+    # Training CPU-seconds per round, summed over the agents (evaluation not included).
+    per_agent = {}
+    for e in evals:
+        if isinstance(e.get("agent"), int):
+            per_agent.setdefault(e["agent"], []).append((e["step"], e["train_cpu_s"]))
+    deltas = [
+        [b - a for a, b in itertools.pairwise([0.0] + [c for _, c in sorted(v)])]
+        for v in per_agent.values()
+    ]
+    train_cpu = [sum(d[i] for d in deltas) for i in range(rounds)]
     accs = [e["accuracy"] for e in glob]
     return {
         "tool": "ddla", "variant": variant, "rounds": rounds,
         "median_round_s_excl_first": statistics.median(rs[1:]), "first_round_s": rs[0],
-        "startup_s": wall - summary["time"]["wall_s"],
-        "cpu_s_total": cpu, "cpu_s_per_round": cpu / rounds,
+        "startup_s": seen.get("t"), "after_training_s": wall - seen.get("t", 0) - times[-1],
+        "cpu_s_total": cpu, "train_cpu_s_per_round_excl_first": statistics.median(train_cpu[1:]),
         "peak_rss_mb_one_agent": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "total_wall_s": wall, "final_acc": accs[-1], "acc_curve": accs,
         "bytes_per_round": statistics.median(h["bytes_sent"] for h in
@@ -96,20 +119,28 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--variants", default="iid,noniid")
+    p.add_argument("--repeats", type=int, default=2)
     args = p.parse_args()
     results = []
     with tempfile.TemporaryDirectory(prefix="fed2-flower-") as tmp:
-        for v in args.variants.split(","):
-            d = run_ddla(v, args.rounds, Path(tmp) / f"ddla-{v}")
-            f = run_flower(v, args.rounds, Path(tmp))
+        for rep, v in enumerate([v for v in args.variants.split(",") for _ in range(args.repeats)]):
+            # Alternate which tool goes first: the machine's load drifts.
+            if rep % 2:
+                f = run_flower(v, args.rounds, Path(tmp))
+                d = run_ddla(v, args.rounds, Path(tmp) / f"ddla-{v}-{rep}")
+            else:
+                d = run_ddla(v, args.rounds, Path(tmp) / f"ddla-{v}-{rep}")
+                f = run_flower(v, args.rounds, Path(tmp))
             row = {
-                "variant": v,
+                "variant": v, "first": "flower" if rep % 2 else "ddla",
                 "ddla_s_per_round": d["median_round_s_excl_first"],
                 "flower_s_per_round": f["median_round_s_excl_first"],
                 "speedup": f["median_round_s_excl_first"] / d["median_round_s_excl_first"],
                 "ddla_startup_s": d["startup_s"],
                 "flower_startup_s": f["startup_s_to_first_eval"],
-                "ddla_cpu_s_per_round": d["cpu_s_per_round"],
+                "ddla_train_cpu_s_per_round": d["train_cpu_s_per_round_excl_first"],
+                "ddla_cpu_s_whole_run": d["cpu_s_total"],
+                "ddla_after_training_s": d["after_training_s"],
                 "flower_cpu_s_per_round": f["median_round_cpu_s_excl_first"],
                 "ddla_peak_rss_mb_one_agent": d["peak_rss_mb_one_agent"],
                 "flower_peak_rss_mb_driver": f["peak_rss_mb_driver"],
