@@ -47,7 +47,9 @@ def _grow(transport: Transport, clients: int, strategy: str, rounds: int) -> dic
     for r in range(rounds):
         rnd(r)
         peak = max(peak, proc.memory_info().rss)
-    written = sum(h["trained_here"] for h in rnd.history) * s.dim * 4
+    # What SCAFFOLD wrote to disk: one D-vector c_i per trained client (fedavg keeps none).
+    trained = sum(h["trained_here"] for h in rnd.history)
+    written = trained * s.dim * 4 if strategy == "scaffold" else 0
     s.close()
     return {"growth_mb": (peak - before) / MB, "state_written_mb": written / MB,
             "per_round": rnd.history[-1]["clients"]}  # fmt: skip
