@@ -24,7 +24,8 @@ CASES = [
     (
         "sync.strategy=gossip",
         "sync.strategy: unknown strategy 'gossip'",
-        "choose one of: allreduce, diloco, fedavg, fedsgd, local_sgd, streaming_diloco",
+        "choose one of: allreduce, diloco, fedadam, fedavg, fedavgm, fedprox, fedsgd, fedyogi, "
+        "local_sgd, scaffold, streaming_diloco",
     ),
     (
         "sync.quantized_reduce=tree",
@@ -58,9 +59,14 @@ def test_declared_values_are_accepted_and_listed():
     assert allowed(SyncConfig, "strategy") == (
         "allreduce",
         "diloco",
+        "fedadam",
         "fedavg",
+        "fedavgm",
+        "fedprox",
         "fedsgd",
+        "fedyogi",
         "local_sgd",
+        "scaffold",
         "streaming_diloco",
     )
     for name in allowed(OptimConfig, "name"):

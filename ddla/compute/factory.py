@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ddla.compute.base import Compute
@@ -38,10 +39,12 @@ def build_compute(
     from ddla.data import partition
 
     x, y = train
-    clients = partition(config.data.partition, y.numpy(), config.fed.clients, config.train.seed)
+    # "auto" is the task's default; for the labelled datasets clients hold, that is iid.
+    spec = "iid" if config.data.partition == "auto" else config.data.partition
+    clients = partition(spec, y.numpy(), config.fed.clients, config.train.seed)
     return FederatedRound(
         strategy=strategy, optimizer=optimizer, loss=loss, x=x, y=y, clients=clients,  # type: ignore[arg-type]
-        fed=config.fed, seed=config.train.seed,
+        fed=config.fed, seed=config.train.seed, state_dir=Path(config.out) / "fed",
     )  # fmt: skip
 
 

@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
+
+#: ``fed.dp`` values: where DP-FedAvg's Gaussian noise is added (none = DP off).
+DP_MODES = ("none", "central", "distributed")
 
 
 @dataclass(kw_only=True, slots=True)
 class FedConfig:
-    """Clients, sampling, local work and aggregation of a federated run.
+    """Clients, sampling, local work, aggregation, server optimizer and privacy of a run.
 
     Example:
         >>> FedConfig(clients=100, fraction=0.1).epochs
@@ -19,9 +23,11 @@ class FedConfig:
 
     clients: int = 0
     """Number of logical clients M (partitions of the training set by ``data.partition``);
-    0 = not federated. Needs a federated ``sync.strategy`` (``fedavg``, ``fedsgd``)."""
+    0 = not federated. Needs a federated ``sync.strategy`` (``fedavg``, ``fedsgd``,
+    ``fedprox``, ``fedavgm``, ``fedadam``, ``fedyogi``, ``scaffold``)."""
     fraction: float = 0.1
-    """Fraction C of clients sampled each round (at least one)."""
+    """Fraction C of clients sampled each round (at least one; with ``fed.dp`` each client is
+    sampled independently with probability C, as the privacy accountant assumes)."""
     epochs: int = 1
     """Local epochs E each sampled client trains per round."""
     batch: int = 10
@@ -31,13 +37,38 @@ class FedConfig:
     :mod:`ddla.aggregate.robust` (``median``, ``trimmed_mean:BETA``, ``krum:F``,
     ``multikrum:F,M``, ``bulyan:F``; unweighted, need individual updates)."""
     clip: float = 0.0
-    """Clip each client update to this L2 norm before aggregation; 0 = no clipping."""
+    """Clip each client update to this L2 norm before aggregation; 0 = no clipping. With
+    ``fed.dp`` it is DP-FedAvg's clip S (required)."""
     server_lr: float = 1.0
-    """Server learning rate: the global model moves by ``server_lr`` times the aggregate."""
+    """Server learning rate: the global model moves by ``server_lr`` times the aggregate
+    (times the server optimizer's direction for ``fedavgm``/``fedadam``/``fedyogi``)."""
+    mu: float = 0.01
+    """``fedprox``: weight μ of the proximal term (μ/2)·||w - w_global||² of each client."""
+    server_momentum: float = 0.9
+    """``fedavgm``: server momentum β (v ← β v + Δ)."""
+    beta1: float = 0.9
+    """``fedadam``/``fedyogi``: first-moment decay β1 of the server optimizer."""
+    beta2: float = 0.99
+    """``fedadam``/``fedyogi``: second-moment decay β2 of the server optimizer."""
+    tau: float = 1e-3
+    """``fedadam``/``fedyogi``: adaptivity τ (denominator sqrt(v) + τ; v starts at τ²)."""
+    dp: str = choice("none", DP_MODES, noun="DP mode")
+    """DP-FedAvg (McMahan et al. 2018): ``central`` adds the Gaussian noise σS once to the sum
+    of clipped updates; ``distributed`` has every agent add its share N(0, σ²S²/N), so no agent
+    ever sends an un-noised sum. Needs ``fed.clip`` = S > 0 and ``fed.aggregate=mean``."""
+    dp_noise: float = 1.0
+    """Noise multiplier σ: the noise on the sum of clipped updates has std σ·S."""
+    dp_delta: float = 1e-5
+    """δ of the (ε, δ) the accountant reports after every round."""
+    byzantine: str = ""
+    """Byzantine test bed ``K:KIND``: K seeded clients send a malicious update; KIND is
+    ``signflip``, ``scale:F``, ``gaussian:SIGMA`` or ``labelflip``. Empty = all honest."""
 
     def __post_init__(self) -> None:
         from ddla.aggregate.robust import parse_rule
+        from ddla.fed.byzantine import parse_byzantine
 
+        check_choices(self, "fed")
         if self.clients < 0:
             raise ConfigError(f"fed.clients must be >= 0, got {self.clients}")
         if not 0 < self.fraction <= 1:
@@ -46,60 +77,29 @@ class FedConfig:
             raise ConfigError(f"fed.epochs must be >= 1, got {self.epochs}")
         if self.batch < 0:
             raise ConfigError(f"fed.batch must be >= 0 (0 = whole shard), got {self.batch}")
-        if not (math.isfinite(self.clip) and self.clip >= 0):
-            raise ConfigError(f"fed.clip must be >= 0, got {self.clip}")
-        if not (math.isfinite(self.server_lr) and self.server_lr > 0):
-            raise ConfigError(f"fed.server_lr must be > 0, got {self.server_lr}")
+        for name in ("clip", "mu", "dp_noise"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"fed.{name} must be >= 0, got {value}")
+        for name in ("server_lr", "tau"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"fed.{name} must be > 0, got {value}")
+        for name in ("server_momentum", "beta1", "beta2"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ConfigError(f"fed.{name} must be in [0, 1), got {value}")
+        if not 0 < self.dp_delta < 1:
+            raise ConfigError(f"fed.dp_delta must be in (0, 1), got {self.dp_delta}")
         parse_rule(self.aggregate)
+        parse_byzantine(self.byzantine)
 
     @property
     def per_round(self) -> int:
-        """Clients sampled each round."""
+        """Clients sampled each round (the expected number under DP's Poisson sampling)."""
         return max(1, round(self.fraction * self.clients))
 
 
-def check_fed(config) -> None:
-    """Cross-section rules of federated mode, checked when the RunConfig is built."""
-    from ddla.aggregate.robust import parse_rule, refuse_robust_secure
-    from ddla.sync import STRATEGIES
+from ddla.fed.checks import check_fed  # noqa: E402 (re-exported: ddla.config imports it here)
 
-    fed, strategy = config.fed, config.sync.strategy
-    federated = getattr(STRATEGIES[strategy], "federated", False)
-    if federated and fed.clients < 1:
-        raise ConfigError(
-            f"sync.strategy={strategy} needs fed.clients >= 1",
-            help="e.g. --set fed.clients=100 --set fed.fraction=0.1",
-        )
-    if not federated and fed.clients:
-        raise ConfigError(
-            f"fed.clients={fed.clients} needs a federated sync.strategy, got {strategy!r}",
-            help="use --set sync.strategy=fedavg (or fedsgd)",
-        )
-    if not federated:
-        return
-    if getattr(config.data, "source", None) is not None:
-        raise ConfigError(
-            f"sync.strategy={strategy} partitions one dataset into fed.clients; data.source "
-            "gives each agent its own data, with nothing to partition",
-            help="unset data.source (use data.dataset), or use a non-federated sync.strategy",
-        )
-    if strategy == "fedsgd" and (fed.epochs != 1 or fed.batch != 0):
-        raise ConfigError(
-            f"sync.strategy=fedsgd is E=1, B=inf; got fed.epochs={fed.epochs}, "
-            f"fed.batch={fed.batch}",
-            help="add --set fed.epochs=1 --set fed.batch=0, or use sync.strategy=fedavg",
-        )
-    rule = parse_rule(fed.aggregate)
-    if fed.per_round < rule.min_updates():
-        raise ConfigError(
-            f"fed.aggregate={fed.aggregate} needs at least {rule.min_updates()} client updates "
-            f"per round; fed.clients * fed.fraction gives {fed.per_round}",
-            help="raise fed.fraction or fed.clients, or lower F",
-        )
-    refuse_robust_secure(fed.aggregate, config.security.secure_aggregation)
-    if rule.robust and config.sync.compress != "none":
-        raise ConfigError(
-            f"fed.aggregate={fed.aggregate} with sync.compress={config.sync.compress} is not "
-            "supported: robust rules gather individual fp32 updates",
-            help="use fed.aggregate=mean with a compressor, or sync.compress=none",
-        )
+__all__ = ["DP_MODES", "FedConfig", "check_fed"]

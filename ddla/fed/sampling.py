@@ -35,3 +35,21 @@ def client_batches(
     if batch == 0 or batch >= len(order):
         return [order]
     return [order[i : i + batch] for i in range(0, len(order), batch)]
+
+
+def poisson_sample(*, round_: int, clients: int, fraction: float, seed: int) -> np.ndarray:
+    """The sorted ids of ``round_``'s clients, each included independently with probability
+    ``fraction`` (Poisson sampling: what the DP accountant's sampled Gaussian assumes; may be
+    empty). Seeded by ``(seed, round_)`` alone, like :func:`sample_clients`."""
+    rng = np.random.default_rng([seed, 0xD9, round_])
+    return np.flatnonzero(rng.random(clients) < fraction)
+
+
+def assign_home(sampled: Sequence[int], *, world: int) -> list[list[int]]:
+    """Deal sampled clients to their home agent ``client % world``, for strategies that keep
+    per-client state on the agent's disk (``scaffold``): a client always trains where its state
+    is."""
+    parts: list[list[int]] = [[] for _ in range(world)]
+    for c in sampled:
+        parts[int(c) % world].append(int(c))
+    return parts

@@ -14,10 +14,15 @@ from ddla.sync.allreduce import AllReduce
 from ddla.sync.base import Strategy
 from ddla.sync.config import SyncConfig
 from ddla.sync.diloco import DiLoCo
+from ddla.sync.fedadam import FedAdam
 from ddla.sync.fedavg import FedAvg
+from ddla.sync.fedavgm import FedAvgM
 from ddla.sync.federated import FederatedStrategy
+from ddla.sync.fedprox import FedProx
 from ddla.sync.fedsgd import FedSGD
+from ddla.sync.fedyogi import FedYogi
 from ddla.sync.local_sgd import LocalSGD
+from ddla.sync.scaffold import Scaffold
 from ddla.sync.streaming_diloco import StreamingDiLoCo
 
 if TYPE_CHECKING:
@@ -33,6 +38,11 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "streaming_diloco": StreamingDiLoCo,
     "fedavg": FedAvg,
     "fedsgd": FedSGD,
+    "fedprox": FedProx,
+    "fedavgm": FedAvgM,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "scaffold": Scaffold,
 }
 
 

@@ -1,0 +1,165 @@
+"""ddla's federated mode beside Flower's simulation engine on Flower's FedAvg workload.
+
+Workload (../shared/peers/flwr/README.md): Fashion-MNIST, MLP 784-128-128-10, 100 clients of
+600 examples (iid, or 2 label-sorted shards each), C = 0.1, E = 1, B = 10, SGD lr 0.05, 20
+rounds, the global model evaluated on the 10k test set after every round, one intra-op thread
+per process. ddla runs it as `ddla run` does (2 agents on this 2-core machine: the same CPU
+budget as Flower's 2 Ray CPUs); Flower runs the peer's ready script in its own venv
+(telemetry off). Each variant runs ddla then Flower back to back, in one invocation.
+
+ddla uses its own seeded sampling, batch order and partitioners (``iid``, ``pathological:2``),
+so its accuracy curve is the same workload, not bitwise Flower's.
+
+    FLWR_VENV=/tmp/fed2-flwr-venv nice -n 10 .venv/bin/python benchmarks/flower_side_by_side.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import itertools
+
+import ddla
+from benchmarks.records import write_record
+
+PEER = Path(os.environ.get("FLWR_PEER", "/work/shared/peers/flwr"))
+PARTITION = {"iid": "iid", "noniid": "pathological:2"}
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _watch(path: Path, t0: float, seen: dict) -> None:
+    # metrics.jsonl is opened by rank 0 right before its first round: start-up ends there.
+    while "t" not in seen and time.perf_counter() - t0 < 600:
+        if path.exists():
+            seen["t"] = time.perf_counter() - t0
+        time.sleep(0.02)
+
+
+def run_ddla(variant: str, rounds: int, out: Path) -> dict:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    seen: dict = {}
+    watcher = threading.Thread(target=_watch, args=(out / "metrics.jsonl", t0, seen), daemon=True)
+    watcher.start()
+    summary = ddla.launch(
+        overrides=[
+            "agents=2", "data.dataset=fashion-mnist", "model.name=mlp", "model.hidden=128",
+            "sync.strategy=fedavg", "fed.clients=100", "fed.fraction=0.1", "fed.epochs=1",
+            "fed.batch=10", "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0",
+            "optim.schedule=constant",
+            f"data.partition={PARTITION[variant]}", f"train.steps={rounds}",
+            "train.eval_every=1", f"out={out}",
+        ],
+        progress=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    cpu = _children_cpu() - cpu0
+    watcher.join(timeout=1)
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    glob = sorted((e for e in evals if e.get("agent") == "global"), key=lambda e: e["step"])
+    times = [0.0] + [e["wall_s"] for e in glob]
+    rs = [b - a for a, b in itertools.pairwise(times)]
+    # Training CPU-seconds per round, summed over the agents (evaluation not included).
+    per_agent = {}
+    for e in evals:
+        if isinstance(e.get("agent"), int):
+            per_agent.setdefault(e["agent"], []).append((e["step"], e["train_cpu_s"]))
+    deltas = [
+        [b - a for a, b in itertools.pairwise([0.0] + [c for _, c in sorted(v)])]
+        for v in per_agent.values()
+    ]
+    train_cpu = [sum(d[i] for d in deltas) for i in range(rounds)]
+    accs = [e["accuracy"] for e in glob]
+    return {
+        "tool": "ddla", "variant": variant, "rounds": rounds,
+        "median_round_s_excl_first": statistics.median(rs[1:]), "first_round_s": rs[0],
+        "startup_s": seen.get("t"), "after_training_s": wall - seen.get("t", 0) - times[-1],
+        "cpu_s_total": cpu, "train_cpu_s_per_round_excl_first": statistics.median(train_cpu[1:]),
+        "peak_rss_mb_one_agent": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "total_wall_s": wall, "final_acc": accs[-1], "acc_curve": accs,
+        "bytes_per_round": statistics.median(h["bytes_sent"] for h in
+                                             summary["federated"]["per_round"]),
+    }  # fmt: skip
+
+
+def run_flower(variant: str, rounds: int, out: Path) -> dict:
+    venv = os.environ.get("FLWR_VENV")
+    if not venv:
+        raise SystemExit("set FLWR_VENV to the venv ../shared/peers/flwr/setup.sh built")
+    env = {**os.environ, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+           "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    path = out / f"flwr_{variant}.json"
+    cmd = [f"{venv}/bin/python", str(PEER / "flwr_fedavg_fashion.py"), "--variant", variant,
+           "--rounds", str(rounds), "--out", str(path)]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.stdout.read()  # type: ignore[union-attr]
+    res = json.loads(path.read_text())
+    res["peak_rss_mb_driver"] = usage.ru_maxrss / 1024
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=20)
+    p.add_argument("--variants", default="iid,noniid")
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="fed2-flower-") as tmp:
+        for rep, v in enumerate([v for v in args.variants.split(",") for _ in range(args.repeats)]):
+            # Alternate which tool goes first: the machine's load drifts.
+            if rep % 2:
+                f = run_flower(v, args.rounds, Path(tmp))
+                d = run_ddla(v, args.rounds, Path(tmp) / f"ddla-{v}-{rep}")
+            else:
+                d = run_ddla(v, args.rounds, Path(tmp) / f"ddla-{v}-{rep}")
+                f = run_flower(v, args.rounds, Path(tmp))
+            row = {
+                "variant": v, "first": "flower" if rep % 2 else "ddla",
+                "ddla_s_per_round": d["median_round_s_excl_first"],
+                "flower_s_per_round": f["median_round_s_excl_first"],
+                "speedup": f["median_round_s_excl_first"] / d["median_round_s_excl_first"],
+                "ddla_startup_s": d["startup_s"],
+                "flower_startup_s": f["startup_s_to_first_eval"],
+                "ddla_train_cpu_s_per_round": d["train_cpu_s_per_round_excl_first"],
+                "ddla_cpu_s_whole_run": d["cpu_s_total"],
+                "ddla_after_training_s": d["after_training_s"],
+                "flower_cpu_s_per_round": f["median_round_cpu_s_excl_first"],
+                "ddla_peak_rss_mb_one_agent": d["peak_rss_mb_one_agent"],
+                "flower_peak_rss_mb_driver": f["peak_rss_mb_driver"],
+                "ddla_final_acc": d["final_acc"], "flower_final_acc": f["final_acc"],
+                "ddla_acc_curve": d["acc_curve"], "flower_acc_curve": f["acc_curve"],
+                "ddla_bytes_per_round": d["bytes_per_round"],
+                "loadavg": os.getloadavg(),
+            }  # fmt: skip
+            results.append(row)
+            print(json.dumps({k: v for k, v in row.items() if "curve" not in k}), flush=True)
+    path = write_record(
+        "flower_side_by_side",
+        config={"rounds": args.rounds, "clients": 100, "fraction": 0.1, "epochs": 1,
+                "batch": 10, "lr": 0.05, "model": "mlp 784-128-128-10", "ddla_agents": 2,
+                "flower": "flwr 1.41.0 simulation, Ray 2 CPUs, 1 CPU per ClientApp"},
+        figures=results,
+    )  # fmt: skip
+    print(path)
+
+
+if __name__ == "__main__":
+    main()
