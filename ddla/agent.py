@@ -33,13 +33,15 @@ from ddla.checkpoint import (
 )
 from ddla.comm import Transport
 from ddla.comm.agree import agree_on_config, state_sha256
-from ddla.comm.failures import is_comm_failure, name_silent_peers
+from ddla.comm.elastic import ElasticGroup
+from ddla.comm.failures import explain_failure
 from ddla.comm.heartbeat import Heartbeat
 from ddla.compute import build_compute
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.data.sharing import parse_share
-from ddla.errors import CheckpointError, CommError, DdlaError
+from ddla.errors import CheckpointError, DdlaError
+from ddla.faults import summary_entries
 from ddla.job import Job, job_from_config
 from ddla.metrics import ConsoleProgress, JsonlSink
 from ddla.metrics.evaluator import Evaluator, build_summary
@@ -83,9 +85,19 @@ def train(
     resume: bool = False,
     faults: Any = None,
     progress: bool = True,
+    elastic: ElasticGroup | None = None,
 ) -> dict[str, Any] | None:
-    """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere)."""
+    """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere).
+
+    With ``elastic`` the run survives lost agents (its Transport replaces ``transport``
+    after a change); a restarted agent passes the group :meth:`ElasticGroup.rejoin` made and
+    ``transport`` its one-agent base, and starts from the state a live peer sends.
+    """
+    joining = elastic is not None and elastic.joining is not None
+    # Shards and budget are the run's: by the launcher's rank and agent count.
     rank, world = transport.rank, transport.world_size
+    if elastic is not None:
+        rank, world = elastic.me, elastic.run_world
     out = Path(config.out)
     tc = config.train
     # Authenticate before any model or data flows; with secure aggregation the returned
@@ -96,7 +108,7 @@ def train(
     from ddla.launch.resume import fixed_settings  # here: ddla.launch imports this module
 
     ckpt_key = security.checkpoint_key if security is not None else None
-    run_id = _shared_run_id(out, transport, resume=resume)
+    run_id = read_run_id(out) if joining else _shared_run_id(out, transport, resume=resume)
     x_train, y_train = job.train
     budget = resolve_budget(
         tc,
@@ -159,6 +171,10 @@ def train(
         protection=protection,
         server_lr=config.fed.server_lr,
     )
+    if elastic is not None:
+        elastic.attach(strategy)
+        if joining:  # the current model, optimizer, strategy state and step of a live peer
+            state = elastic.pull()
     start = 0
     if state is not None:
         # Loaded after the strategy is built: building it may synchronize the fresh model
@@ -167,11 +183,12 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         strategy.load_state_dict(state["strategy"])
-        transport.stats.load_state_dict(state["comm_stats"])
-        torch.set_rng_state(state["rng"])
+        if not joining:  # a peer's counters, timer and random state are not this agent's
+            transport.stats.load_state_dict(state["comm_stats"])
+            torch.set_rng_state(state["rng"])
         start = int(state["step"])
-        log.info("resumed at step %d", start)
-    timer = AgentTimer(transport, state["timer"] if state else None)
+        log.info("%s at step %d", "rejoined" if joining else "resumed", start)
+    timer = AgentTimer(transport, state.get("timer") if state else None)
     if puller is not None and start:  # resumed: redo earlier pulls so the data is the same
         puller.replay(start, steps)
         x_train, y_train = puller.x, puller.y
@@ -201,6 +218,10 @@ def train(
         batch=batch,
         train=(x_train, y_train),
     )
+
+    def guarded(fn: Callable[[], Any], step: int) -> Any:  # redone among survivors on a loss
+        return fn() if elastic is None else elastic.call(fn, step=step)
+
     bar = ConsoleProgress(
         total=steps,
         description=f"{config.sync.strategy} x{world}",
@@ -226,16 +247,16 @@ def train(
                     )
                 acc = None
                 if tc.eval_every and done % tc.eval_every == 0 and done < steps:
-                    acc = evaluator(done, model, timer).get("accuracy")
+                    acc = guarded(lambda d=done: evaluator(d, model, timer), done).get("accuracy")
                 if tc.checkpoint_every and done % tc.checkpoint_every == 0:
-                    _save_checkpoint(
-                        out,
+                    parts = (model, optimizer, strategy, strategy.transport, timer)
+                    guarded(
+                        lambda d=done, parts=parts: _save_checkpoint(
+                            out, d, parts, run_id=run_id, fixed=fixed_settings(config),
+                            key=ckpt_key,
+                        ),
                         done,
-                        (model, optimizer, strategy, transport, timer),
-                        run_id=run_id,
-                        fixed=fixed_settings(config),
-                        key=ckpt_key,
-                    )
+                    )  # fmt: skip
                 bar.update(
                     done,
                     loss=loss.item(),
@@ -243,7 +264,7 @@ def train(
                     bytes_sent=int(transport.stats.totals("train")["bytes_sent"]),
                 )
             strategy.finish()
-            evaluator(steps, model, timer)
+            guarded(lambda: evaluator(steps, model, timer), steps)
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
@@ -252,7 +273,7 @@ def train(
             sink.close()
         if security is not None:
             security.close()
-    if rank != 0:
+    if strategy.transport.rank != 0:  # the reporting agent: rank 0 of the last membership
         return None
     model_path = save_model(
         out / "model.safetensors",
@@ -268,6 +289,7 @@ def train(
     summary["budget"] = budget.as_dict()
     summary["run_id"] = run_id
     summary.update(compute.summary())
+    summary.update(summary_entries(elastic))
     atomic_write_json(out / SUMMARY, summary)
     return summary
 
@@ -392,7 +414,10 @@ def agent_main(
     except BaseException as exc:
         log.exception("agent failed")
         if isinstance(exc, (DdlaError, Exception)):
-            reported = _explain(exc, transport, heartbeat, config.comm.timeout_s)
+            reported = explain_failure(
+                exc, heartbeat.silent_peers, world_size=transport.world_size,
+                timeout_s=config.comm.timeout_s,
+            )  # fmt: skip
             write_agent_error(out, transport.rank, reported)
             if reported is not exc:
                 raise reported from exc
@@ -400,30 +425,6 @@ def agent_main(
     finally:
         heartbeat.stop()
         transport.close()
-
-
-def _explain(
-    exc: BaseException, transport: Transport, heartbeat: Heartbeat, timeout_s: float
-) -> BaseException:
-    """A communication failure, with the peers that stopped answering named (by heartbeat).
-
-    DDP's built-in all-reduce runs in C++ and bypasses the Transport, so its timeouts arrive
-    here as raw backend RuntimeErrors; they are mapped like the Transport's own.
-    """
-    if not is_comm_failure(exc):
-        return exc
-    silent = heartbeat.silent_peers()
-    log.info("communication failed; peers whose heartbeat stopped: %s", silent or "none")
-    if not silent and isinstance(exc, CommError):
-        return exc
-    return name_silent_peers(
-        exc,
-        silent,
-        op="all_reduce (DDP gradients)",
-        tag="train",
-        where=f"the group of {transport.world_size} agents",
-        timeout_s=timeout_s,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

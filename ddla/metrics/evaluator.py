@@ -62,11 +62,15 @@ class Evaluator:
         """``aggregator`` merges the agents' models (masked when secure aggregation is on)."""
         self.job, self.config, self.sink = job, config, sink
         self.aggregator = aggregator
-        self.transport = aggregator.transport
         self.task = job.task_spec
         self.global_model = copy.deepcopy(job.model)
         self.merged_state: dict[str, torch.Tensor] = {}
         self.last: dict[str, Any] = {}
+
+    @property
+    def transport(self) -> Transport:
+        """The aggregator's Transport (a new one after a membership change)."""
+        return self.aggregator.transport
 
     def __call__(self, step: int, model: torch.nn.Module, timer: AgentTimer) -> dict[str, Any]:
         x, y = self.job.test
