@@ -25,12 +25,7 @@ from typing import Any
 import torch
 
 from ddla.budget import resolve_budget
-from ddla.checkpoint import (
-    commit_checkpoint,
-    file_sha256,
-    read_agent_state,
-    write_agent_state,
-)
+from ddla.checkpoint import read_agent_state, save_checkpoint
 from ddla.comm import Transport
 from ddla.comm.agree import agree_on_config, state_sha256
 from ddla.comm.elastic import ElasticGroup
@@ -41,7 +36,7 @@ from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.data.sharing import parse_share
 from ddla.errors import CheckpointError, DdlaError
-from ddla.faults import summary_entries
+from ddla.faults import summary_entries, survives
 from ddla.job import Job, job_from_config
 from ddla.metrics import ConsoleProgress, JsonlSink
 from ddla.metrics.evaluator import Evaluator, build_summary
@@ -251,7 +246,7 @@ def train(
                 if tc.checkpoint_every and done % tc.checkpoint_every == 0:
                     parts = (model, optimizer, strategy, strategy.transport, timer)
                     guarded(
-                        lambda d=done, parts=parts: _save_checkpoint(
+                        lambda d=done, parts=parts: save_checkpoint(
                             out, d, parts, run_id=run_id, fixed=fixed_settings(config),
                             key=ckpt_key,
                         ),
@@ -314,44 +309,6 @@ def _shared_run_id(out: Path, transport: Transport, *, resume: bool) -> str:
     return mine
 
 
-def _save_checkpoint(
-    out: Path,
-    step: int,
-    parts: tuple[Any, Any, Any, Transport, AgentTimer],
-    *,
-    run_id: str,
-    fixed: dict[str, Any],
-    key: bytes | None,
-) -> None:
-    model, optimizer, strategy, transport, timer = parts
-    # Only tensors and plain values, so a resume can load with weights_only=True.
-    state = {
-        "run_id": run_id,
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "strategy": strategy.state_dict(),
-        "comm_stats": transport.stats.state_dict(),
-        "timer": timer.state_dict(),
-        "rng": torch.get_rng_state(),
-    }
-    path = write_agent_state(out, step=step, rank=transport.rank, state=state)
-    hashes = transport.all_gather_object((transport.rank, file_sha256(path)), tag="control")
-    if transport.rank == 0:
-        commit_checkpoint(
-            out,
-            step=step,
-            world_size=transport.world_size,
-            hashes=dict(hashes),
-            run_id=run_id,
-            fixed=fixed,
-            key=key,
-        )
-    # Nobody moves on (and possibly dies) before the checkpoint is committed.
-    transport.barrier()
-    log.info("checkpoint at step %d", step)
-
-
 def _interrupt_once() -> None:
     """Let Ctrl-C interrupt this agent once, then ignore it.
 
@@ -384,6 +341,14 @@ def agent_main(
     _interrupt_once()
     config = RunConfig.from_dict(config_dict)
     out = Path(config.out)
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
+        # Restarted by the launcher (fault.max_restarts): from the last committed checkpoint,
+        # without the faults that ended the first attempt.
+        from ddla.checkpoint import has_checkpoint
+
+        resume, faults = has_checkpoint(out), None
+    elif faults is None:
+        faults = config.fault.injector()  # --set fault.kill=RANK@STEP
     # N agents on one machine share its cores; letting each use them all oversubscribes the
     # CPU and slows every step (torchrun sets OMP_NUM_THREADS=1 for the same reason).
     # An explicit OMP_NUM_THREADS wins: on a loaded shared machine two intra-op threads for
@@ -410,7 +375,16 @@ def agent_main(
             config=config.to_dict(),
         )  # fmt: skip
         job = job_factory() if job_factory is not None else job_from_config(config)
-        return train(job, config, transport, resume=resume, faults=faults, progress=progress)
+        elastic = (
+            ElasticGroup(transport, store=transport.store, run_world=transport.world_size,
+                         heartbeat=heartbeat)
+            if survives(config) and transport.world_size > 1
+            else None
+        )  # fmt: skip
+        return train(
+            job, config, transport, resume=resume, faults=faults, progress=progress,
+            elastic=elastic,
+        )  # fmt: skip
     except BaseException as exc:
         log.exception("agent failed")
         if isinstance(exc, (DdlaError, Exception)):

@@ -1,0 +1,61 @@
+"""``ddla run`` survives a killed agent and restarts it: the restarted agent rejoins by
+pulling the state from a live peer, and every agent ends with the same model."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+import ddla
+from tests.e2e.e2e_helpers import FAST
+
+pytestmark = [pytest.mark.e2e, pytest.mark.dist]
+
+# Emulated links make each synchronization take real time (about a second), so the restarted
+# agent is back before the run ends.
+SURVIVE = [
+    *FAST, "agents=3", "sync.strategy=diloco", "sync.every=10", "train.steps=200",
+    "train.eval_every=50", "comm.link=2mbit:100ms", "comm.timeout_s=30",
+]  # fmt: skip
+
+
+def _final_hashes(out: Path) -> dict[int, str]:
+    found = {}
+    for rank in range(3):
+        lines = re.findall(
+            r"final model sha256 (\w+)", (out / "logs" / f"agent{rank}.log").read_text()
+        )
+        if lines:
+            found[rank] = lines[-1]
+    return found
+
+
+def test_a_killed_agent_is_restarted_and_rejoins(tmp_path: Path, no_leftover_processes) -> None:
+    out = tmp_path / "run"
+    summary = ddla.launch(
+        overrides=[*SURVIVE, f"out={out}", "fault.kill=1@15", "fault.max_restarts=1"],
+        progress=False,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    kinds = [(e["agent"], e["kind"]) for e in summary["faults"]]
+    assert kinds == [(1, "killed"), (1, "rejoined")], summary["faults"]
+    killed, rejoined = summary["faults"]
+    assert killed["step"] == 20 and killed["agents_after"] == [0, 2]
+    assert rejoined["step"] > killed["step"] and rejoined["agents_after"] == [0, 1, 2]
+    assert summary["members"]["end"] == [0, 1, 2]
+    hashes = _final_hashes(out)
+    assert sorted(hashes) == [0, 1, 2] and len(set(hashes.values())) == 1, hashes
+
+
+def test_without_restarts_the_survivors_finish(tmp_path: Path, no_leftover_processes) -> None:
+    out = tmp_path / "run"
+    ddla.launch(overrides=[*SURVIVE, f"out={out}", "fault.kill=0@15"], progress=False)
+    summary = json.loads((out / "summary.json").read_text())
+    (event,) = summary["faults"]
+    assert (event["agent"], event["step"], event["kind"]) == (0, 20, "killed")
+    assert summary["members"]["end"] == [1, 2]
+    hashes = _final_hashes(out)
+    assert sorted(hashes) == [1, 2] and len(set(hashes.values())) == 1, hashes
