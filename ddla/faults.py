@@ -53,10 +53,10 @@ def _parse(spec: str, name: str) -> list[tuple[int, int]]:
 class FaultConfig:
     """How a run handles lost agents, and faults to inject (for tests and chaos runs)."""
 
-    survive: str = choice("auto", ("auto", "on", "off"), noun="fault.survive value")
+    survive: str = choice("auto", ("auto", "required", "never"), noun="fault.survive value")
     """``auto``: periodic strategies carry on without a lost agent, others fail (or restart
-    from a checkpoint, see ``max_restarts``); ``on``: the same, refused where impossible;
-    ``off``: any lost agent ends the run."""
+    from a checkpoint, see ``max_restarts``); ``required``: the same, refused where impossible;
+    ``never``: any lost agent ends the run."""
     max_restarts: int = 0
     """Times the launcher restarts agents after a failure: the lost agent alone (it rejoins
     from a live peer) when the run survives, else every agent from the last checkpoint."""
@@ -91,7 +91,7 @@ class FaultConfig:
 def survives(config: RunConfig) -> bool:
     """Whether this run's agents carry on without a lost peer (``fault.survive``)."""
     fault = config.fault
-    return fault.survive == "on" or (
+    return fault.survive == "required" or (
         fault.survive == "auto"
         and config.sync.strategy in SURVIVING
         and not config.security.enabled
@@ -108,17 +108,17 @@ def check_faults(config: RunConfig) -> None:
                 f"fault: agent {rank} does not exist (the run has {config.agents} agents)",
                 help=f"name an agent 0..{config.agents - 1}",
             )
-    if fault.survive != "on":
+    if fault.survive != "required":
         return
     if config.sync.strategy not in SURVIVING:
         raise ConfigError(
-            f"fault.survive=on: {config.sync.strategy} cannot carry on without a lost agent",
+            f"fault.survive=required: {config.sync.strategy} cannot carry on without a lost agent",
             help=f"use one of {', '.join(SURVIVING)}, or fault.survive=auto with "
             "fault.max_restarts and train.checkpoint_every (restart from a checkpoint)",
         )
     if config.security.enabled:
         raise ConfigError(
-            "fault.survive=on with security.enabled is not supported yet: the masks of "
+            "fault.survive=required with security.enabled is not supported yet: the masks of "
             "secure aggregation and the sealed state pull need the pair keys of a new membership",
             help="turn security off for a run that must survive lost agents",
         )

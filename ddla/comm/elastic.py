@@ -322,7 +322,7 @@ class ElasticGroup:
         old = self.transport
         rank = members.index(self.me)
         # Long enough for a member still blocked in the failed call (up to its timeout).
-        limit = 2 * old.timeout_s + 10.0
+        limit = 2 * old.timeout_s + min(10.0, old.timeout_s)
         prefix = f"{_ROOT}/{generation}/"
         pg = None
         if len(members) > 1:
