@@ -59,3 +59,20 @@ def test_without_restarts_the_survivors_finish(tmp_path: Path, no_leftover_proce
     assert summary["members"]["end"] == [1, 2]
     hashes = _final_hashes(out)
     assert sorted(hashes) == [1, 2] and len(set(hashes.values())) == 1, hashes
+
+
+@pytest.mark.slow  # two runs and a restart of every agent: about two minutes here
+def test_allreduce_restarts_every_agent_from_the_last_checkpoint(
+    tmp_path: Path, no_leftover_processes
+) -> None:
+    base = [*FAST, "sync.strategy=allreduce", "train.steps=60", "train.checkpoint_every=20",
+            "comm.timeout_s=30"]  # fmt: skip
+    whole = ddla.launch(overrides=[*base, f"out={tmp_path / 'a'}"], progress=False)
+    out = tmp_path / "b"
+    restarted = ddla.launch(
+        overrides=[*base, f"out={out}", "fault.kill=1@30", "fault.max_restarts=1"],
+        progress=False,
+    )
+    # killed at step 30, every agent restarted from the checkpoint of step 20: the same run
+    assert "resumed at step 20" in (out / "logs" / "agent0.log").read_text()
+    assert restarted["final"] == whole["final"]
