@@ -342,7 +342,9 @@ class ElasticGroup:
             global_ranks=members,
         )  # fmt: skip
         new._run_wide = False  # subgroups need new_group, which a direct group cannot give
-        new.stats, new.clock, new._link_tags = old.stats, old.clock, old._link_tags
+        # Healing bytes cross the same emulated links as training's.
+        new.stats, new.clock = old.stats, old.clock
+        new._link_tags = old._link_tags | {"heal"} if "train" in old._link_tags else old._link_tags
         if self._table is not None and self._table.world_size == self.run_world:
             from ddla.comm.emulation import LinkEmulator
 
