@@ -369,8 +369,8 @@ class ElasticGroup:
 
     def _say(self, line: str) -> None:
         log.info(line)
-        if self.transport.rank == 0:
-            print(f"ddla: {line}", file=sys.stderr, flush=True)
+        if self.transport.rank == 0:  # stdout: the console's agent keeps it (supervise.py)
+            print(f"ddla: {line}", file=sys.stdout, flush=True)
 
 
 def _pack(state: dict[str, Any]) -> torch.Tensor:

@@ -8,8 +8,8 @@ no agent's death takes the Store with it, starts the N agents with the env:// va
 and when one exits with an error while ``fault.max_restarts`` allows, starts it again with
 ``DDLA_REJOIN=1``: it asks the live agents to admit it and pulls the current state from one.
 
-Rank 0's output goes to the console; the others' (and restarted agents') to
-``OUT/logs/agents/agentN.out``. The run succeeded when the last membership's rank 0 wrote
+Rank 0's stdout goes to the console; its stderr and the others' (and restarted agents')
+output to ``OUT/logs/agents/agentN.out``. The run succeeded when the last membership's rank 0 wrote
 ``summary.json`` and every agent still running exited cleanly.
 """
 
@@ -35,12 +35,14 @@ REJOIN_ENV = "DDLA_REJOIN"
 _FINISH_GRACE_S = 15.0
 
 
-def _child(rank: int, env: dict[str, str], log: str | None, args: tuple[Any, ...]) -> None:
+def _child(rank: int, env: dict[str, str], log: str, console: bool, args: tuple[Any, ...]) -> None:
     os.environ.update(env)
-    if log is not None:  # not the console's agent: its output goes to its log file
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # As with the elastic launcher: the console's agent keeps stdout (progress, fault lines)
+    # and sends stderr to its log; every other agent sends both there.
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    if not console:
         os.dup2(fd, 1)
-        os.dup2(fd, 2)
+    os.dup2(fd, 2)
     try:
         if env.get(REJOIN_ENV) == "1":
             rejoin_main(*args)
@@ -101,7 +103,7 @@ def run_supervised(
     """Run ``cfg.agents`` agents; restart a lost one up to ``fault.max_restarts`` times."""
     import torch.distributed as dist
 
-    from ddla.launch.local import _agent_failure
+    from ddla.launch.local import _agent_failure, interrupt_help
 
     n = cfg.agents
     store = dist.TCPStore(
@@ -119,10 +121,13 @@ def run_supervised(
         env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
         if rejoin:
             env[REJOIN_ENV] = "1"
-        log = None if rank == 0 and not rejoin else str(logs / f"agent{rank}.out")
+        console = rank == 0 and not rejoin
+        log = str(logs / f"agent{rank}.out")
         args = (cfg.to_dict(), job_factory, resume and not rejoin,
                 None if rejoin else faults, progress and rank == 0 and not rejoin)  # fmt: skip
-        proc = ctx.Process(target=_child, args=(rank, env, log, args), name=f"ddla-agent-{rank}")
+        proc = ctx.Process(
+            target=_child, args=(rank, env, log, console, args), name=f"ddla-agent-{rank}"
+        )
         proc.start()
         return proc
 
@@ -151,7 +156,9 @@ def run_supervised(
             if failed and len(failed) == len(procs):
                 break
     except KeyboardInterrupt:
-        raise AgentFailedError("interrupted; all agents stopped") from None
+        raise AgentFailedError(
+            "interrupted; all agents stopped", help=interrupt_help(cfg, out)
+        ) from None
     finally:
         for proc in procs.values():
             if proc.is_alive():
