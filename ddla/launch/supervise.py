@@ -35,7 +35,12 @@ REJOIN_ENV = "DDLA_REJOIN"
 _FINISH_GRACE_S = 15.0
 
 
-def _child(rank: int, env: dict[str, str], log: str, console: bool, args: tuple[Any, ...]) -> None:
+def _child(
+    rank: int, env: dict[str, str], log: str, console: bool, parent: int, args: tuple[Any, ...]
+) -> None:
+    from ddla.testing import _die_with_parent
+
+    _die_with_parent(parent)  # a launcher that is killed takes its agents with it
     os.environ.update(env)
     # As with the elastic launcher: the console's agent keeps stdout (progress, fault lines)
     # and sends stderr to its log; every other agent sends both there.
@@ -126,7 +131,9 @@ def run_supervised(
         args = (cfg.to_dict(), job_factory, resume and not rejoin,
                 None if rejoin else faults, progress and rank == 0 and not rejoin)  # fmt: skip
         proc = ctx.Process(
-            target=_child, args=(rank, env, log, console, args), name=f"ddla-agent-{rank}"
+            target=_child,
+            args=(rank, env, log, console, os.getpid(), args),
+            name=f"ddla-agent-{rank}",
         )
         proc.start()
         return proc
