@@ -50,7 +50,21 @@ def _agents() -> list[psutil.Process]:
     return found
 
 
-def _chaos(stop: threading.Event, every: float, duration: float, kills: list[dict[str, Any]]):
+def _training(out: Path, agents: int) -> bool:
+    """Whether every agent has logged its shard (the run's group formed, training begins)."""
+    logs = [out / "logs" / f"agent{r}.log" for r in range(agents)]
+    return all(log.is_file() and "shard of" in log.read_text() for log in logs)
+
+
+def _chaos(
+    stop: threading.Event, every: float, duration: float, kills: list[dict[str, Any]],
+    out: Path, agents: int,
+) -> None:  # fmt: skip
+    # The clock starts when training does: on a loaded machine agents take a while to start,
+    # and a kill before the group forms only restarts everyone (no survival to measure).
+    while not _training(out, agents):
+        if stop.wait(0.5):
+            return
     rng = random.Random(0)
     began = time.monotonic()
     while not stop.wait(every * rng.uniform(0.75, 1.25)):
@@ -67,12 +81,16 @@ def _chaos(stop: threading.Event, every: float, duration: float, kills: list[dic
             continue
 
 
-def _run(overrides: list[str], out: Path, *, chaos: tuple[float, float] | None) -> dict[str, Any]:
+def _run(
+    overrides: list[str], out: Path, agents: int, *, chaos: tuple[float, float] | None
+) -> dict[str, Any]:
     kills: list[dict[str, Any]] = []
     stop = threading.Event()
     thread = None
     if chaos is not None:
-        thread = threading.Thread(target=_chaos, args=(stop, *chaos, kills), daemon=True)
+        thread = threading.Thread(
+            target=_chaos, args=(stop, *chaos, kills, out, agents), daemon=True
+        )
         thread.start()
     t0 = time.monotonic()
     error = None
@@ -139,7 +157,9 @@ def main() -> None:
             overrides = [*common, *per[name]]
             row = {}
             for label, chaos in (("fault_free", None), ("chaos", (args.every, args.duration))):
-                row[label] = _run(overrides, Path(tmp) / f"{name}-{label}", chaos=chaos)
+                row[label] = _run(
+                    overrides, Path(tmp) / f"{name}-{label}", args.agents, chaos=chaos
+                )
                 print(name, label, json.dumps(row[label]), flush=True)
             a, b = row["fault_free"]["accuracy"], row["chaos"]["accuracy"]
             row["accuracy_gap_points"] = None if a is None or b is None else round(100 * (a - b), 2)

@@ -64,6 +64,8 @@ from ddla.errors import CommError, CommTimeoutError, PeerFailedError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _ROOT = "elastic"
+#: Set once the agents' group formed and training began (the launcher reads it).
+STARTED_KEY = f"{_ROOT}/started"
 
 
 @dataclass(slots=True)
@@ -161,6 +163,8 @@ class ElasticGroup:
             "strategy": strategy.state_dict(),
         }
         strategy.elastic = self
+        if self.joining is None:  # the run's group formed: from now on the dead rejoin
+            self.store.set(STARTED_KEY, b"1")
 
     def close(self) -> None:
         """Stop the heartbeat this group started (the Transport is closed by its owner)."""
@@ -193,32 +197,48 @@ class ElasticGroup:
         )
 
     def _recover(self, exc: BaseException, step: int, *, detect_s: float) -> None:
+        """Agree on the survivors and build their group; again if one more fails meanwhile."""
         began = time.monotonic()
-        silent = set(self.heartbeat.silent_peers())
-        alive = [m for m in self.members if m not in silent]
-        # A closed connection means the process is gone; a timeout, that it stopped answering.
-        # The first survivor to decide names the kind, so every survivor records the same.
-        kind = "killed" if isinstance(exc, PeerFailedError) else "timed out"
-        proposal = json.dumps({"members": alive, "step": step, "kind": kind})
-        key = f"{_ROOT}/{self.generation}/next"
-        decided = json.loads(self.store.compare_set(key, "", proposal))
-        kind = decided["kind"]
-        members = decided["members"]
-        if self.me not in members:
-            raise PeerFailedError(
-                f"agent {self.me} was left out of the survivors {members} at step {step} "
-                f"(its heartbeat seemed stopped)",
-                help="this agent was stuck too long; restart it to rejoin",
-            ) from exc
-        gone = [m for m in self.members if m not in members]
-        self._build(self.generation + 1, members)
-        recover_s = time.monotonic() - began
-        for agent in gone:
-            self._record(agent, step, kind, detect_s, recover_s, step - self._last_sync)
-        self._say(
-            f"agent(s) {', '.join(map(str, gone)) or 'none'} lost at step {step} ({kind}); "
-            f"continuing with agents {', '.join(map(str, members))}"
-        )
+        for attempt in range(self.run_world):
+            silent = set(self.heartbeat.silent_peers())
+            alive = [m for m in self.members if m not in silent]
+            # A closed connection means the process is gone; a timeout, that it stopped
+            # answering. The first survivor to decide names the kind, so all record the same.
+            kind = "killed" if isinstance(exc, PeerFailedError) else "timed out"
+            proposal = {"members": alive, "step": step, "kind": kind,
+                        "generation": self._new_generation()}  # fmt: skip
+            key = f"{_ROOT}/{self.generation}/next/{attempt}"
+            decided = json.loads(self.store.compare_set(key, "", json.dumps(proposal)))
+            members = decided["members"]
+            if self.me not in members:
+                raise PeerFailedError(
+                    f"agent {self.me} was left out of the survivors {members} at step {step} "
+                    f"(its heartbeat seemed stopped)",
+                    help="this agent was stuck too long; restart it to rejoin",
+                ) from exc
+            gone = [m for m in self.members if m not in members]
+            try:
+                self._build(int(decided["generation"]), members)
+            except CommTimeoutError as again:  # another agent failed while regrouping
+                exc = again
+                continue
+            recover_s = time.monotonic() - began
+            for agent in gone:
+                self._record(agent, step, decided["kind"], detect_s, recover_s,
+                             step - self._last_sync)  # fmt: skip
+            self._say(
+                f"agent(s) {', '.join(map(str, gone)) or 'none'} lost at step {step} "
+                f"({decided['kind']}); continuing with agents {', '.join(map(str, members))}"
+            )
+            return
+        raise CommError(
+            f"step {step}: the survivors could not form a group in {self.run_world} tries",
+            help="agents keep failing; check their logs",
+        ) from exc
+
+    def _new_generation(self) -> int:
+        """A generation number never used before in this run (so Store prefixes are fresh)."""
+        return int(self.store.add(f"{_ROOT}/generations", 1))
 
     # ---- admitting a restarted agent -----------------------------------------------------
 
@@ -229,25 +249,31 @@ class ElasticGroup:
         missing = [r for r in range(self.run_world) if r not in self.members]
         seen = [r for r in missing if self.store.check([f"{_ROOT}/join/{r}"])]
         key = f"{_ROOT}/{self.generation}/join/{step}"
-        joiners = json.loads(self.store.compare_set(key, "", json.dumps(seen)))
+        proposal = json.dumps({"joiners": seen, "generation": self._new_generation()})
+        decided = json.loads(self.store.compare_set(key, "", proposal))
+        joiners, generation = decided["joiners"], int(decided["generation"])
         if not joiners:
             return
         began = time.monotonic()
         members = sorted(self.members + joiners)
         source = self.members[0]
         ticket = json.dumps(
-            {"generation": self.generation + 1, "members": members, "step": step,
-             "source": source}
-        )  # fmt: skip
+            {"generation": generation, "members": members, "step": step, "source": source}
+        )
         for r in joiners:
             self.store.set(f"{_ROOT}/admit/{r}", ticket)
-        self._build(self.generation + 1, members)
-        if self.me == source:
-            blob = _pack(self._state() if self._state is not None else {})
-            for r in joiners:
-                dst = members.index(r)
-                self.transport.send(torch.tensor([blob.numel()]), dst=dst, tag="heal")
-                self.transport.send(blob, dst=dst, tag="heal")
+        try:
+            self._build(generation, members)
+            if self.me == source:
+                blob = _pack(self._state() if self._state is not None else {})
+                for r in joiners:
+                    dst = members.index(r)
+                    self.transport.send(torch.tensor([blob.numel()]), dst=dst, tag="heal")
+                    self.transport.send(blob, dst=dst, tag="heal")
+        except (PeerFailedError, CommTimeoutError) as exc:  # a newcomer died while joining
+            log.info("admitting agent(s) %s at step %d failed: %s", joiners, step, exc)
+            self._recover(exc, step, detect_s=0.0)
+            return
         for r in joiners:
             self._record(r, step, "rejoined", 0.0, time.monotonic() - began, 0)
         self._say(f"agent(s) {', '.join(map(str, joiners))} rejoined at step {step}")

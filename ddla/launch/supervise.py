@@ -108,22 +108,29 @@ def run_supervised(
     """Run ``cfg.agents`` agents; restart a lost one up to ``fault.max_restarts`` times."""
     import torch.distributed as dist
 
+    from ddla.comm.elastic import STARTED_KEY
     from ddla.launch.local import _agent_failure, interrupt_help
 
     n = cfg.agents
-    store = dist.TCPStore(
-        "127.0.0.1", 0, None, True, timedelta(seconds=cfg.comm.timeout_s), wait_for_workers=False
-    )
+    timeout = timedelta(seconds=cfg.comm.timeout_s)
+    # The launcher hosts the Store (the last one: a restart before training begins gets a
+    # fresh one), so no agent's death takes it along.
+    stores = [dist.TCPStore("127.0.0.1", 0, None, True, timeout, wait_for_workers=False)]
     logs = out / "logs" / "agents"
     logs.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
     base = {
-        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(store.port), "WORLD_SIZE": str(n),
-        "LOCAL_WORLD_SIZE": str(n), "TORCHELASTIC_USE_AGENT_STORE": "True",
+        "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(n), "LOCAL_WORLD_SIZE": str(n),
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
     }  # fmt: skip
 
     def start(rank: int, rejoin: bool) -> Any:
-        env = {**base, "RANK": str(rank), "LOCAL_RANK": str(rank)}
+        env = {
+            **base,
+            "MASTER_PORT": str(stores[-1].port),
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+        }
         if rejoin:
             env[REJOIN_ENV] = "1"
         console = rank == 0 and not rejoin
@@ -155,8 +162,18 @@ def run_supervised(
                     continue
                 if restarts > 0 and not (out / SUMMARY).exists():
                     restarts -= 1
-                    print(f"ddla: agent {rank} exited with code {code}; restarting it "
-                          f"({restarts} restart(s) left)", file=sys.stderr, flush=True)  # fmt: skip
+                    if not stores[-1].check([f"ddla/{STARTED_KEY}"]):
+                        # Lost before the group formed: nobody to rejoin; start all afresh,
+                        # on a fresh Store (torchelastic's model, before training began).
+                        _print(f"agent {rank} exited with code {code} before training began; "
+                               f"restarting every agent ({restarts} restart(s) left)")  # fmt: skip
+                        _end(procs.values())
+                        stores.append(dist.TCPStore("127.0.0.1", 0, None, True, timeout,
+                                                    wait_for_workers=False))  # fmt: skip
+                        procs = {r: start(r, False) for r in range(n)}
+                        break
+                    _print(f"agent {rank} exited with code {code}; restarting it "
+                           f"({restarts} restart(s) left)")  # fmt: skip
                     procs[rank] = start(rank, True)
                 else:
                     failed[rank] = code
@@ -167,17 +184,27 @@ def run_supervised(
             "interrupted; all agents stopped", help=interrupt_help(cfg, out)
         ) from None
     finally:
-        for proc in procs.values():
-            if proc.is_alive():
-                proc.terminate()
-            proc.join(5.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        del store
+        _end(procs.values())
+        stores.clear()
     clean = [r for r, p in procs.items() if p.exitcode == 0]
     if not (out / SUMMARY).exists() or not clean:
         raise _agent_failure(out, _Failures(failed))
+
+
+def _print(line: str) -> None:
+    print(f"ddla: {line}", file=sys.stderr, flush=True)
+
+
+def _end(procs: Any) -> None:
+    """Stop and join agent processes: SIGTERM, then SIGKILL after 5 s."""
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(5.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 class _Failures(Exception):
