@@ -381,6 +381,8 @@ def agent_main(
             if survives(config) and transport.world_size > 1
             else None
         )  # fmt: skip
+        if elastic is not None:
+            elastic.rejoin_wait_s = config.fault.rejoin_wait_s
         return train(
             job, config, transport, resume=resume, faults=faults, progress=progress,
             elastic=elastic,

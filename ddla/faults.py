@@ -62,6 +62,10 @@ class FaultConfig:
     from a live peer) when the run survives, else every agent from the last checkpoint."""
     rejoin_timeout_s: float = 600.0
     """How long a restarted agent waits for the others' next synchronization to admit it."""
+    rejoin_wait_s: float = 0.0
+    """How long a synchronization waits for an agent the launcher is restarting to be back
+    (0: never wait, it joins at a later sync); below ``comm.timeout_s``, or the agents that
+    did not wait would time out waiting for those that do."""
     kill: str = ""
     """Inject: ``RANK@STEP[,RANK@STEP]`` hard-exits that agent when it reaches that step."""
     stop: str = ""
@@ -71,6 +75,8 @@ class FaultConfig:
         check_choices(self, "fault")
         if self.max_restarts < 0:
             raise ConfigError(f"fault.max_restarts must be >= 0, got {self.max_restarts}")
+        if self.rejoin_wait_s < 0:
+            raise ConfigError(f"fault.rejoin_wait_s must be >= 0, got {self.rejoin_wait_s}")
         if not self.rejoin_timeout_s > 0:
             raise ConfigError(f"fault.rejoin_timeout_s must be > 0, got {self.rejoin_timeout_s}")
         _parse(self.kill, "kill")
@@ -108,6 +114,12 @@ def check_faults(config: RunConfig) -> None:
                 f"fault: agent {rank} does not exist (the run has {config.agents} agents)",
                 help=f"name an agent 0..{config.agents - 1}",
             )
+    if fault.rejoin_wait_s >= config.comm.timeout_s:
+        raise ConfigError(
+            f"fault.rejoin_wait_s ({fault.rejoin_wait_s:g}) must be below comm.timeout_s "
+            f"({config.comm.timeout_s:g})",
+            help="an agent that did not wait would time out waiting for those that do",
+        )
     if fault.survive != "required":
         return
     if config.sync.strategy not in SURVIVING:

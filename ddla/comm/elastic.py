@@ -66,6 +66,8 @@ T = TypeVar("T")
 _ROOT = "elastic"
 #: Set once the agents' group formed and training began (the launcher reads it).
 STARTED_KEY = f"{_ROOT}/started"
+#: ``RESTARTING_KEY/<rank>``: the launcher is restarting that agent (see ``rejoin_wait_s``).
+RESTARTING_KEY = f"{_ROOT}/restarting"
 
 
 @dataclass(slots=True)
@@ -129,6 +131,8 @@ class ElasticGroup:
         self.events: list[FaultEvent] = []
         #: (admission key, seconds to wait) while this restarted agent waits to be admitted.
         self.joining: tuple[str, float] | None = None
+        #: Seconds a sync waits for an agent the launcher is restarting to ask to rejoin.
+        self.rejoin_wait_s = 0.0
         self._table = transport._table  # the run's links, by run rank
         self._listeners: list[Callable[[Transport], None]] = []
         self._state: Callable[[], dict[str, Any]] | None = None
@@ -247,6 +251,14 @@ class ElasticGroup:
         if len(self.members) == self.run_world:
             return
         missing = [r for r in range(self.run_world) if r not in self.members]
+        if self.rejoin_wait_s > 0:  # hold this sync a while for agents being restarted
+            coming = [f"{_ROOT}/join/{r}" for r in missing
+                      if self.store.check([f"{RESTARTING_KEY}/{r}"])]  # fmt: skip
+            if coming:
+                try:
+                    self.store.wait(coming, timedelta(seconds=self.rejoin_wait_s))
+                except RuntimeError:  # not back in time: admit it at a later sync
+                    log.info("restarted agents not back within %g s", self.rejoin_wait_s)
         seen = [r for r in missing if self.store.check([f"{_ROOT}/join/{r}"])]
         key = f"{_ROOT}/{self.generation}/join/{step}"
         proposal = json.dumps({"joiners": seen, "generation": self._new_generation()})
@@ -326,6 +338,7 @@ class ElasticGroup:
             ) from exc
         ticket = json.loads(self.store.get(admit_key))
         self.store.delete_key(f"{_ROOT}/join/{self.me}")
+        self.store.delete_key(f"{RESTARTING_KEY}/{self.me}")
         self.joining = None
         waited = time.monotonic() - began
         self._build(int(ticket["generation"]), list(ticket["members"]))

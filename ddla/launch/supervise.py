@@ -89,6 +89,7 @@ def rejoin_main(
             store, rank=rank, run_world=world, wait_s=config.fault.rejoin_timeout_s,
             base=base, heartbeat=heartbeat,
         )  # fmt: skip
+        elastic.rejoin_wait_s = config.fault.rejoin_wait_s
         return train(job, config, base, progress=False, elastic=elastic)
     except Exception as exc:
         write_agent_error(out, rank, exc)
@@ -108,7 +109,7 @@ def run_supervised(
     """Run ``cfg.agents`` agents; restart a lost one up to ``fault.max_restarts`` times."""
     import torch.distributed as dist
 
-    from ddla.comm.elastic import STARTED_KEY
+    from ddla.comm.elastic import RESTARTING_KEY, STARTED_KEY
     from ddla.launch.local import _agent_failure, interrupt_help
 
     n = cfg.agents
@@ -119,6 +120,10 @@ def run_supervised(
     logs = out / "logs" / "agents"
     logs.mkdir(parents=True, exist_ok=True)
     ctx = mp.get_context("spawn")
+
+    def control() -> Any:  # the agents' view of the Store: ddla's prefix (ddla/comm/join.py)
+        return dist.PrefixStore("ddla/", stores[-1])
+
     base = {
         "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": str(n), "LOCAL_WORLD_SIZE": str(n),
         "TORCHELASTIC_USE_AGENT_STORE": "True",
@@ -160,9 +165,10 @@ def run_supervised(
                 code = proc.exitcode
                 if code is None or code == 0 or rank in failed:
                     continue
+                control().delete_key(f"{RESTARTING_KEY}/{rank}")  # not coming back
                 if restarts > 0 and not (out / SUMMARY).exists():
                     restarts -= 1
-                    if not stores[-1].check([f"ddla/{STARTED_KEY}"]):
+                    if not control().check([STARTED_KEY]):
                         # Lost before the group formed: nobody to rejoin; start all afresh,
                         # on a fresh Store (torchelastic's model, before training began).
                         _print(f"agent {rank} exited with code {code} before training began; "
@@ -174,6 +180,7 @@ def run_supervised(
                         break
                     _print(f"agent {rank} exited with code {code}; restarting it "
                            f"({restarts} restart(s) left)")  # fmt: skip
+                    control().set(f"{RESTARTING_KEY}/{rank}", b"1")
                     procs[rank] = start(rank, True)
                 else:
                     failed[rank] = code

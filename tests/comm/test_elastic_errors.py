@@ -30,6 +30,7 @@ def _one_line(exc: BaseException) -> None:
         (["agents=2", "fault.kill=2@5"], "agent 2 does not exist"),
         (["fault.survive=maybe"], "unknown fault.survive value 'maybe'"),
         (["fault.max_restarts=-1"], "fault.max_restarts must be >= 0"),
+        (["fault.rejoin_wait_s=120"], r"rejoin_wait_s \(120\) must be below comm.timeout_s"),
     ],
 )
 def test_fault_settings_that_cannot_work_are_refused(sets: list[str], message: str) -> None:

@@ -36,7 +36,16 @@ def _final_hashes(out: Path) -> dict[int, str]:
 def test_a_killed_agent_is_restarted_and_rejoins(tmp_path: Path, no_leftover_processes) -> None:
     out = tmp_path / "run"
     summary = ddla.launch(
-        overrides=[*SURVIVE, f"out={out}", "fault.kill=1@15", "fault.max_restarts=1"],
+        # The survivors hold a sync up to 50 s for the restarted agent, so it is back in time
+        # however slowly it starts on a busy machine.
+        overrides=[
+            *SURVIVE,
+            f"out={out}",
+            "fault.kill=1@15",
+            "fault.max_restarts=1",
+            "comm.timeout_s=60",
+            "fault.rejoin_wait_s=50",
+        ],
         progress=False,
     )
     summary = json.loads((out / "summary.json").read_text())
