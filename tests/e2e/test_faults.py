@@ -53,7 +53,8 @@ def test_a_killed_agent_is_restarted_and_rejoins(tmp_path: Path, no_leftover_pro
     assert kinds == [(1, "killed"), (1, "rejoined")], summary["faults"]
     killed, rejoined = summary["faults"]
     assert killed["step"] == 20 and killed["agents_after"] == [0, 2]
-    assert rejoined["step"] > killed["step"] and rejoined["agents_after"] == [0, 1, 2]
+    # admitted at the sync that noticed the loss or a later one
+    assert rejoined["step"] >= killed["step"] and rejoined["agents_after"] == [0, 1, 2]
     assert summary["members"]["end"] == [0, 1, 2]
     hashes = _final_hashes(out)
     assert sorted(hashes) == [0, 1, 2] and len(set(hashes.values())) == 1, hashes
