@@ -205,7 +205,9 @@ class ElasticGroup:
         began = time.monotonic()
         for attempt in range(self.run_world):
             silent = set(self.heartbeat.silent_peers())
-            alive = [m for m in self.members if m not in silent]
+            # A restarted process beats under its rank again: that member's old life is
+            # gone all the same (it is waiting to be admitted, not in this group).
+            alive = [m for m in self.members if m not in silent and not self._restarted(m)]
             # A closed connection means the process is gone; a timeout, that it stopped
             # answering. The first survivor to decide names the kind, so all record the same.
             kind = "killed" if isinstance(exc, PeerFailedError) else "timed out"
@@ -239,6 +241,10 @@ class ElasticGroup:
             f"step {step}: the survivors could not form a group in {self.run_world} tries",
             help="agents keep failing; check their logs",
         ) from exc
+
+    def _restarted(self, rank: int) -> bool:
+        keys = (f"{_ROOT}/join/{rank}", f"{RESTARTING_KEY}/{rank}")
+        return rank != self.me and any(self.store.check([k]) for k in keys)
 
     def _new_generation(self) -> int:
         """A generation number never used before in this run (so Store prefixes are fresh)."""
