@@ -33,6 +33,8 @@ def _final_hashes(out: Path) -> dict[int, str]:
     return found
 
 
+@pytest.mark.slow  # 2-5 min on a loaded machine; fast case: tests/comm/test_elastic_dist.py
+@pytest.mark.timeout(900)
 def test_a_killed_agent_is_restarted_and_rejoins(tmp_path: Path, no_leftover_processes) -> None:
     out = tmp_path / "run"
     summary = ddla.launch(
