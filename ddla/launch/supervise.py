@@ -10,7 +10,7 @@ and when one exits with an error while ``fault.max_restarts`` allows, starts it 
 
 Rank 0's stdout goes to the console; its stderr and the others' (and restarted agents')
 output to ``OUT/logs/agents/agentN.out``. The run succeeded when the last membership's rank 0 wrote
-``summary.json`` and every agent still running exited cleanly.
+``summary.json`` (agents still running 15 s later are stopped).
 """
 
 from __future__ import annotations
@@ -193,8 +193,10 @@ def run_supervised(
     finally:
         _end(procs.values())
         stores.clear()
-    clean = [r for r, p in procs.items() if p.exitcode == 0]
-    if not (out / SUMMARY).exists() or not clean:
+    # summary.json is written last, by rank 0 of the final membership, after every agent's
+    # part of the run: agents still tearing down (or a restarted one never admitted) after
+    # the grace are stopped without failing the run.
+    if not (out / SUMMARY).exists():
         raise _agent_failure(out, _Failures(failed))
 
 
