@@ -14,14 +14,64 @@ Train one PyTorch model across many agents that each hold part of the data::
 The same script runs under ``torchrun --nnodes N ...``: each process becomes one agent.
 """
 
-from ddla import data
-from ddla.config import RunConfig, TrainConfig
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from ddla.errors import DdlaError
-from ddla.job import Job
-from ddla.launch import launch
+
+if TYPE_CHECKING:
+    from ddla import data
+    from ddla.config import RunConfig, TrainConfig
+    from ddla.job import Job
+    from ddla.launch import launch
 
 __all__ = ["DdlaError", "Job", "RunConfig", "TrainConfig", "data", "launch", "run"]
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562): ``import ddla.cli`` (``ddla --help``) must not pay for
+# torch, which ``ddla.job`` and ``ddla.launch`` import.
+_LAZY = {
+    "data": ("ddla.data", None),
+    "RunConfig": ("ddla.config", "RunConfig"),
+    "TrainConfig": ("ddla.config", "TrainConfig"),
+    "Job": ("ddla.job", "Job"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ddla' has no attribute {name!r}")
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+class _Package(types.ModuleType):
+    """``ddla.launch`` is the function, although ``ddla/launch/`` is also a subpackage.
+
+    Importing a subpackage binds it on its parent (``setattr(ddla, "launch", <module>)``),
+    which would shadow the function once anything imports ``ddla.launch``; an eager
+    ``from ddla.launch import launch`` here rebound it, but costs torch on ``import ddla``.
+    The property keeps the name the function, and the setter lets the import bind nothing.
+    """
+
+    @property
+    def launch(self) -> Any:
+        return importlib.import_module("ddla.launch").launch
+
+    @launch.setter
+    def launch(self, value: Any) -> None:
+        if not isinstance(value, types.ModuleType):  # someone replacing the function itself
+            raise AttributeError("ddla.launch is read-only")
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def run(config: RunConfig | None = None, **kwargs: object) -> dict:
@@ -31,4 +81,7 @@ def run(config: RunConfig | None = None, **kwargs: object) -> dict:
         >>> cfg = RunConfig.load(None, ["agents=2", "data.dataset=digits"])
         >>> summary = ddla.run(cfg)  # doctest: +SKIP
     """
+    from ddla.config import RunConfig
+    from ddla.launch import launch
+
     return launch(config=config or RunConfig(), **kwargs)  # type: ignore[arg-type]

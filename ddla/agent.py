@@ -13,6 +13,7 @@ lets the strategy synchronize through its Aggregator and the Transport) -> meter
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -22,8 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from ddla.aggregate import Aggregator
 from ddla.budget import resolve_budget
 from ddla.checkpoint import read_agent_state, save_checkpoint
 from ddla.comm import Transport
@@ -32,13 +35,16 @@ from ddla.comm.elastic import ElasticGroup
 from ddla.comm.failures import explain_failure
 from ddla.comm.heartbeat import Heartbeat
 from ddla.compute import build_compute
+from ddla.compute.layout import agents_report, build_layout, check_layout, layout_summary
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
+from ddla.data.cache import take_rows
 from ddla.data.sharing import parse_share
-from ddla.errors import CheckpointError, DdlaError
+from ddla.data.sources import agree_job
+from ddla.errors import CheckpointError, ConfigError, DdlaError
 from ddla.faults import summary_entries, survives
-from ddla.job import Job, job_from_config
-from ddla.metrics import ConsoleProgress, JsonlSink
+from ddla.job import Job, job_from_config, site_job
+from ddla.metrics import ConsoleProgress, JsonlSink, startup
 from ddla.metrics.evaluator import Evaluator, build_summary
 from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.metrics.timer import AgentTimer
@@ -73,7 +79,7 @@ def _setup_logging(out: Path, rank: int) -> None:
 
 
 def train(
-    job: Job,
+    job: Job | Callable[[Transport], Job],
     config: RunConfig,
     transport: Transport,
     *,
@@ -83,6 +89,9 @@ def train(
     elastic: ElasticGroup | None = None,
 ) -> dict[str, Any] | None:
     """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere).
+
+    ``job`` may be a function of the (authenticated) Transport: per-agent sources are agreed
+    on after the security handshake, so descriptors only go to authenticated peers.
 
     With ``elastic`` the run survives lost agents (its Transport replaces ``transport``
     after a change); a restarted agent passes the group :meth:`ElasticGroup.rejoin` made and
@@ -99,41 +108,91 @@ def train(
     # Transport masks every averaged update.
     security = secure_join(config.security, transport, out)
     protection = security.protection if security is not None else None
+    startup.mark("secured")
+    if not isinstance(job, Job):
+        job = job(transport)
     check_task_config(job.task_spec, config)
     from ddla.launch.resume import fixed_settings  # here: ddla.launch imports this module
 
     ckpt_key = security.checkpoint_key if security is not None else None
     run_id = read_run_id(out) if joining else _shared_run_id(out, transport, resume=resume)
-    x_train, y_train = job.train
+    # This agent's role (replica / pipeline stage / tensor shard); without model.stages or
+    # model.tensor_parallel every agent is a replica of the whole model.
+    replicas = check_layout(config, world)
+    layout = build_layout(config.model, job.model, transport)
+    federated = getattr(STRATEGIES[config.sync.strategy], "federated", False)
+    share = parse_share(config.data.share)
+    puller = None
+    site_test = job.site_test
+    if job.is_local:  # each agent's own data: nothing to partition, agree on it first
+        if layout.decomposed:  # stages/shards of one replica must see the same batches
+            raise ConfigError(
+                "per-agent data (data.source) cannot feed model.stages or model.tensor_parallel",
+                help="give the decomposed run one dataset (ddla partitions it over replicas)",
+            )
+        if share or config.data.pull_every:
+            raise ConfigError(
+                "data.share and data.pull_every need one partitioned dataset, not per-agent data",
+                help="unset data.share and data.pull_every",
+            )
+        if federated:  # its clients are index sets into one dataset that every agent holds
+            raise ConfigError(
+                f"sync.strategy={config.sync.strategy} partitions one dataset into fed.clients; "
+                "a per-agent train set (rank -> data) has none to partition",
+                help="pass the whole train set (ddla partitions it), or a non-federated strategy",
+            )
+        if job.agreement is None:
+            site, job.agreement = agree_job(job, transport)
+            (x_train, y_train), site_test = site.train, site.site_test
+        else:
+            x_train, y_train = job.train  # type: ignore[misc]
+        shard = np.arange(len(y_train))
+        # Every agent's budget from the same figure: the agreed total over all sites.
+        train_size = sum(sum(c) for c in job.agreement.counts)
+    else:
+        x_train, y_train = job.train  # type: ignore[misc]
+        train_size = len(y_train)
+        spec = resolve_partition(config.data.partition, job.task_spec)
+        # A replica's stages and shards see the same batches: partition over replicas.
+        # (A restarted agent's base Transport has one agent: its shard is by its run rank.)
+        replica = rank if elastic is not None else layout.replica
+        shard = partition(spec, job.partition_labels.numpy(), replicas, tc.seed)[replica]
+        if share and security is not None:
+            x_train, y_train, shard = security.share_pool(
+                x_train, y_train, shard, fraction=share, seed=tc.seed
+            )
+        if config.data.pull_every and security is not None:
+            puller = security.puller(
+                x=x_train,
+                y=y_train,
+                shard=shard,
+                num_classes=job.num_classes,
+                every=config.data.pull_every,
+                count=config.data.pull_count,
+                seed=tc.seed,
+            )
+        if not share and puller is None and not federated:
+            # Keep this agent's rows only, read from the dataset cache's file when it is one:
+            # resident memory grows with the shard, not the dataset. Same samples in the same
+            # order (positions into the shard replace global indices), so results are equal.
+            # (Shares, pulls and federated clients index the whole set: they keep it.)
+            x_train, y_train = take_rows(x_train, shard), y_train[torch.from_numpy(shard)]
+            shard = np.arange(len(shard))
     budget = resolve_budget(
         tc,
-        dataset=config.data.dataset,
+        dataset=config.data.dataset if not job.is_local else "sources",
         model=job.model_config.name if job.model_config is not None else "custom",
-        train_size=len(y_train),
-        agents=world,
+        train_size=train_size,
+        agents=replicas,
         batch_size=config.data.batch_size,
     )
     steps = budget.steps
-    spec = resolve_partition(config.data.partition, job.task_spec)
-    parts = partition(spec, job.partition_labels.numpy(), world, tc.seed)
-    shard = parts[rank]
-    share = parse_share(config.data.share)
-    if share and security is not None:
-        x_train, y_train, shard = security.share_pool(
-            x_train, y_train, shard, fraction=share, seed=tc.seed
-        )
-    puller = None
-    if config.data.pull_every and security is not None:
-        puller = security.puller(
-            x=x_train,
-            y=y_train,
-            shard=shard,
-            num_classes=job.num_classes,
-            every=config.data.pull_every,
-            count=config.data.pull_count,
-            seed=tc.seed,
-        )
-    batches = AgentBatches(shard, batch_size=config.data.batch_size, seed=tc.seed, rank=rank)
+    if callable(site_test):
+        site_test = site_test(rank)
+    batches = AgentBatches(
+        shard, batch_size=config.data.batch_size, seed=tc.seed, rank=layout.replica
+    )
+    startup.mark("data")
     log.info(
         "shard of %d samples, %d agents, strategy %s, budget %s",
         len(shard),
@@ -142,7 +201,7 @@ def train(
         budget.describe(),
     )
 
-    model = job.model
+    model = layout.module
     state = (
         read_agent_state(out, rank=rank, run_id=run_id, key=ckpt_key, world_size=world)
         if resume
@@ -160,7 +219,7 @@ def train(
     )
     strategy = build_strategy(
         config.sync,
-        transport=transport,
+        transport=layout.sync,
         model=model,
         optimizer=optimizer,
         protection=protection,
@@ -198,7 +257,13 @@ def train(
         sink = JsonlSink(out / METRICS, append=resume)
         if config.tensorboard:
             sink = TeeSink(sink, TensorBoardSink(out / "tb", purge_step=start if resume else None))
-    evaluator = Evaluator(job, config, strategy.aggregator, sink)
+    evaluator = Evaluator(
+        job,
+        config,
+        Aggregator(transport) if layout.decomposed else strategy.aggregator,
+        sink,
+        site_test=site_test,
+    )
     strategy.train_model.train()
 
     def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,6 +277,7 @@ def train(
         loss=job.loss,
         batch=batch,
         train=(x_train, y_train),
+        layout=layout,
     )
 
     def guarded(fn: Callable[[], Any], step: int) -> Any:  # redone among survivors on a loss
@@ -222,6 +288,7 @@ def train(
         description=f"{config.sync.strategy} x{world}",
         enabled=progress and rank == 0,
     )
+    startup.mark("ready")
     try:
         with bar:
             bar.update(start)
@@ -231,6 +298,7 @@ def train(
                     schedule.apply(step)
                 loss = compute(step)
                 timer.end_step()
+                startup.mark("first_step")
                 done = step + 1
                 if faults is not None:
                     faults.apply(rank, done)
@@ -242,7 +310,9 @@ def train(
                     )
                 acc = None
                 if tc.eval_every and done % tc.eval_every == 0 and done < steps:
-                    acc = guarded(lambda d=done: evaluator(d, model, timer), done).get("accuracy")
+                    acc = guarded(
+                        lambda d=done: evaluator(d, layout.eval_model(model), timer), done
+                    ).get("accuracy")
                 if tc.checkpoint_every and done % tc.checkpoint_every == 0:
                     parts = (model, optimizer, strategy, strategy.transport, timer)
                     guarded(
@@ -259,7 +329,9 @@ def train(
                     bytes_sent=int(transport.stats.totals("train")["bytes_sent"]),
                 )
             strategy.finish()
-            guarded(lambda: evaluator(steps, model, timer), steps)
+            guarded(lambda: evaluator(steps, layout.eval_model(model), timer), steps)
+            startup.mark("final_eval")
+            report = None if joining else agents_report(layout, compute.agent_stats(), optimizer)
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
@@ -279,12 +351,14 @@ def train(
         dataset=job.name,
         extra={"strategy": config.sync.strategy, "agents": world, "task": job.task},
     )
-    summary = build_summary(config, job, evaluator, steps, out)
+    summary = build_summary(config, job, evaluator, steps, out, replicas=replicas)
     summary["model_path"] = str(model_path)
     summary["budget"] = budget.as_dict()
     summary["run_id"] = run_id
     summary.update(compute.summary())
     summary.update(summary_entries(elastic))
+    if report is not None:
+        summary["decomposition"] = layout_summary(layout, config, report)
     atomic_write_json(out / SUMMARY, summary)
     return summary
 
@@ -338,6 +412,11 @@ def agent_main(
     progress: bool = True,
 ) -> dict[str, Any] | None:
     """Entry point of one agent process (local launcher and torchrun alike)."""
+    if startup.ENV not in os.environ:  # torchrun, no ddla launcher: this process's own run
+        startup.reset()
+    startup.mark("agent_main")
+    if (started := startup.process_start()) is not None:
+        startup.mark("agent_process", started)
     _interrupt_once()
     config = RunConfig.from_dict(config_dict)
     out = Path(config.out)
@@ -365,6 +444,7 @@ def agent_main(
     except DdlaError as exc:  # a peer that never joined: record it, the launcher reports it
         write_agent_error(out, int(os.environ.get("RANK", "0")), exc)
         raise
+    startup.mark("joined")
     transport.emulate_links(config.comm.link, config.comm.link_overrides, clock=config.comm.clock)
     _setup_logging(out, transport.rank)
     heartbeat = Heartbeat(transport.store, rank=transport.rank, world_size=transport.world_size)
@@ -374,7 +454,13 @@ def agent_main(
             transport.store, rank=transport.rank, world_size=transport.world_size,
             config=config.to_dict(),
         )  # fmt: skip
-        job = job_factory() if job_factory is not None else job_from_config(config)
+        if job_factory is not None:
+            job = job_factory()
+        elif config.data.source is not None:
+            job = functools.partial(site_job, config)  # built after the security handshake
+        else:
+            job = job_from_config(config)
+        startup.mark("job")
         elastic = (
             ElasticGroup(transport, store=transport.store, run_world=transport.world_size,
                          heartbeat=heartbeat)

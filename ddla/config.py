@@ -31,7 +31,7 @@ from ddla.data.config import DataConfig
 from ddla.errors import ConfigError
 from ddla.faults import FaultConfig, check_faults
 from ddla.fed.config import FedConfig, check_fed
-from ddla.models.config import ModelConfig
+from ddla.models.config import ModelConfig, check_decomposition
 from ddla.optim import OptimConfig
 from ddla.security.config import SecurityConfig, check_run
 from ddla.sync.config import SyncConfig
@@ -148,6 +148,7 @@ class RunConfig:
         check_run(self)
         check_fed(self)
         check_faults(self)
+        check_decomposition(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

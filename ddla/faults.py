@@ -102,7 +102,17 @@ def survives(config: RunConfig) -> bool:
         and config.sync.strategy in SURVIVING
         and not config.security.enabled
         and config.agents > 1
+        and not _unsupported(config)
     )
+
+
+def _unsupported(config: RunConfig) -> str | None:
+    """Why this run's layout cannot change membership yet (None when it can)."""
+    if getattr(config.model, "decomposed", False):
+        return "a decomposed model (model.stages / model.tensor_parallel) needs every stage"
+    if getattr(config.data, "source", None) is not None:
+        return "per-agent data (data.source) is agreed once, among the agents that started"
+    return None
 
 
 def check_faults(config: RunConfig) -> None:
@@ -127,6 +137,12 @@ def check_faults(config: RunConfig) -> None:
             f"fault.survive=required: {config.sync.strategy} cannot carry on without a lost agent",
             help=f"use one of {', '.join(SURVIVING)}, or fault.survive=auto with "
             "fault.max_restarts and train.checkpoint_every (restart from a checkpoint)",
+        )
+    why = _unsupported(config)
+    if why is not None:
+        raise ConfigError(
+            f"fault.survive=required: {why}",
+            help="use fault.survive=auto (the run then ends on a lost agent)",
         )
     if config.security.enabled:
         raise ConfigError(

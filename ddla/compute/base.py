@@ -54,6 +54,11 @@ class Compute(ABC):
         """Entries this Compute adds to ``summary.json`` (none by default)."""
         return {}
 
+    def agent_stats(self) -> dict[str, Any]:
+        """Figures of this agent gathered from every agent of a decomposed run (none by
+        default)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs beyond model, optimizer and strategy (none by default)."""
         return {}

@@ -11,6 +11,7 @@ from ddla.compute.replica import Batch, Replica
 if TYPE_CHECKING:
     import torch
 
+    from ddla.compute.layout import Layout
     from ddla.config import RunConfig
     from ddla.sync import Strategy
 
@@ -23,9 +24,14 @@ def build_compute(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     batch: Callable[[int], Batch],
     train: tuple[torch.Tensor, torch.Tensor],
+    layout: Layout | None = None,
 ) -> Compute:
     """A :class:`~ddla.compute.federated.FederatedRound` for a federated strategy (clients
-    partitioned by ``data.partition`` into ``fed.clients``), else a data-parallel Replica."""
+    partitioned by ``data.partition`` into ``fed.clients``), a
+    :class:`~ddla.compute.pipeline.PipelineCompute` for a pipeline stage of ``layout``, else a
+    data-parallel Replica (whose model may be a tensor-parallel shard)."""
+    if layout is not None and layout.stages > 1:
+        return _pipeline(config, strategy, optimizer, loss, batch, train, layout)
     if not getattr(strategy, "federated", False):
         return Replica(strategy=strategy, optimizer=optimizer, loss=loss, batch=batch)
     from ddla.compute.federated import FederatedRound
@@ -36,4 +42,22 @@ def build_compute(
     return FederatedRound(
         strategy=strategy, optimizer=optimizer, loss=loss, x=x, y=y, clients=clients,  # type: ignore[arg-type]
         fed=config.fed, seed=config.train.seed,
+    )  # fmt: skip
+
+
+def _pipeline(config, strategy, optimizer, loss, batch, train, layout) -> Compute:
+    from ddla.compute.pipeline import PipelineCompute, boundary_shapes
+    from ddla.models.decompose import plan_stages, stage_module
+
+    mc = config.model
+    assert layout.full is not None and layout.pipe is not None
+    plan = plan_stages(layout.full, mc.stages, mc.split)
+    stages = [stage_module(layout.full, names) for names in plan]
+    micro = config.data.batch_size // mc.microbatches
+    example = train[0][:micro]
+    shapes = boundary_shapes(stages, example)
+    return PipelineCompute(
+        strategy=strategy, optimizer=optimizer, loss=loss, batch=batch, pipe=layout.pipe,
+        index=layout.stage, stages=mc.stages, microbatches=mc.microbatches,
+        schedule=mc.schedule, example=shapes[layout.stage],
     )  # fmt: skip

@@ -32,6 +32,13 @@ class DataConfig:
     )
     """``digits``, ``mnist1d``, ``fashion-mnist``, or ``npz:PATH`` / ``PATH.npz`` for your own;
     text for language models: ``python-stdlib`` (built in) or ``text:PATH`` (file or directory)."""
+    source: str | None = None
+    """Data that lives at each agent, read by that agent only (nothing is partitioned):
+    ``npz:/data/site-{rank}.npz`` (``{rank}``, ``{node}``, ``{local_rank}``), a comma list
+    of one ``.npz`` per agent, or a directory of them. ``dataset`` is then unused."""
+    test_source: str | None = None
+    """With ``source``: per-site test files (same forms) replacing each file's test split,
+    or one file, the shared test set of the global figure."""
     root: str | None = None
     """Directory of the dataset files (Fashion-MNIST IDX); None uses the default location."""
     size: int | None = None
@@ -54,6 +61,9 @@ class DataConfig:
     """Samples an agent asks of each peer per pull round."""
     cache_dir: str | None = None
     """Where generated datasets are cached (default ``$DDLA_CACHE`` or ``~/.cache/ddla``)."""
+    cache: bool = True
+    """Decode built-in datasets once into memory-mapped ``.npy`` files under ``cache_dir``,
+    shared by the launcher's preflight and every agent (``false``: decode in each process)."""
 
     def __post_init__(self) -> None:
         from ddla.data import parse_partition
@@ -63,6 +73,23 @@ class DataConfig:
             parse_partition(self.partition)
         if self.context < 2:
             raise ConfigError(f"data.context must be >= 2, got {self.context}")
+        if self.test_source is not None and self.source is None:
+            raise ConfigError(
+                "data.test_source needs data.source",
+                help="set data.source to the per-agent training files too",
+            )
+        if self.source is not None:
+            from ddla.data.sources import check_source_spec
+
+            check_source_spec(self.source)
+            if self.test_source is not None:
+                check_source_spec(self.test_source, key="data.test_source")
+            if self.share != "none" or self.pull_every:
+                raise ConfigError(
+                    "data.share and data.pull_every work on one partitioned dataset, not with "
+                    "data.source",
+                    help="unset data.source, or data.share/data.pull_every",
+                )
         from ddla.data.sharing import parse_share
 
         parse_share(self.share)

@@ -99,6 +99,18 @@ class Dataset:
                 help="train and test inputs must share one sample shape",
             )
 
+    @classmethod
+    def unchecked(cls, **fields: object) -> Dataset:
+        """Build without validation: only for data validated before (the decoded cache).
+
+        Validation reads every value (the NaN check), which would make a memory-mapped
+        dataset fully resident in every agent; cached arrays were checked when written.
+        """
+        ds = object.__new__(cls)
+        for key, value in fields.items():
+            object.__setattr__(ds, key, value)
+        return ds
+
     @property
     def num_classes(self) -> int:
         """Number of classes (the length of :attr:`classes`)."""

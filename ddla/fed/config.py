@@ -77,6 +77,12 @@ def check_fed(config) -> None:
         )
     if not federated:
         return
+    if getattr(config.data, "source", None) is not None:
+        raise ConfigError(
+            f"sync.strategy={strategy} partitions one dataset into fed.clients; data.source "
+            "gives each agent its own data, with nothing to partition",
+            help="unset data.source (use data.dataset), or use a non-federated sync.strategy",
+        )
     if strategy == "fedsgd" and (fed.epochs != 1 or fed.batch != 0):
         raise ConfigError(
             f"sync.strategy=fedsgd is E=1, B=inf; got fed.epochs={fed.epochs}, "

@@ -73,6 +73,12 @@ def preflight(config: RunConfig) -> None:
 
     Also loads the run secret when security is on: a missing, malformed or group/world-readable
     secret file is refused here in one line rather than by every agent.
+
+    Built-in datasets are decoded into the memory-mapped cache here (:mod:`ddla.data.cache`),
+    so the agents map it instead of decoding it again each. With ``data.source`` each agent
+    reads its own file: only that every file exists is checked here (under torchrun, rank 0's
+    own: the others may live on other machines); the agents validate their own data and
+    agree on it.
     """
     import warnings
 
@@ -81,6 +87,23 @@ def preflight(config: RunConfig) -> None:
     from ddla.tasks import check_task_config, resolve_partition
 
     load_run_secret(config)
+    if config.data.source is not None:
+        from ddla.data.sources import site_path
+        from ddla.errors import DataError
+
+        # Under torchrun the other agents may be on other machines, holding files this one
+        # cannot see: check this agent's own file only (the agreement checks the rest).
+        ranks = [int(os.environ["RANK"])] if under_torchrun() else range(config.agents)
+        for rank in ranks:
+            here = {} if under_torchrun() else {"node": 0, "local_rank": rank}
+            path = site_path(config.data.source, rank=rank, world=config.agents, **here)
+            if not path.is_file():
+                raise DataError(
+                    f"agent {rank}: data.source file {path} does not exist",
+                    help="each agent needs its own file; check data.source and its {rank}",
+                )
+        return
+
     with warnings.catch_warnings():
         # A model too big for its inputs warns at construction (zero-element layers) before
         # the forward pass fails; the one DataError below says it all.
@@ -161,9 +184,13 @@ def launch(
     force: bool = False,
     faults: Any = None,
     progress: bool = True,
+    report: bool = True,
     launcher: str | None = None,
 ) -> dict[str, Any]:
     """Run agents to completion and return the run summary (``summary.json``).
+
+    ``report=False`` skips the plots and ``report.html`` (``ddla run --no-report``, sweeps;
+    ``ddla report RUN_DIR`` draws them later); the CLI prints the result first, then draws.
 
     ``job_factory`` is a top-level function returning a :class:`ddla.Job` (your model and
     data); without it the job comes from the config (a zoo model on a built-in dataset).
@@ -175,6 +202,10 @@ def launch(
     ``force`` (the old contents are moved aside, never deleted); nothing in ``out`` changes
     before the config, the data and the checkpoint (on resume) are known to be good.
     """
+    from ddla.metrics import startup
+
+    startup.reset()
+    startup.mark("launch")
     if launcher is not None and config is None:  # first, so launch.* overrides validate
         overrides = [f"launch.engine={launcher}", *(overrides or [])]
     cfg = with_engine(resolve_config(config, config_file, overrides, resume), launcher)
@@ -197,7 +228,7 @@ def launch(
         # Other ranks write nothing before the rendezvous: on a shared filesystem rank 0 may
         # not have claimed --out yet (the agent creates its logs after joining).
         result = agent_main(cfg.to_dict(), job_factory, resume is not None, faults, progress)
-        if result:
+        if result and report:
             write_run_report(out)
         return result or {}
     if resume is None:
@@ -213,9 +244,11 @@ def launch(
             preflight(cfg)
         clear_agent_errors(out)
         (out / CONFIG).write_text(cfg.to_yaml())
+    startup.launcher_env()
     runner(cfg.launch.engine)(cfg, out, job_factory, resume is not None, faults, progress)
     summary = read_summary(out)
-    write_run_report(out)
+    if report:  # after summary.json and the model are on disk: a slow report loses nothing
+        write_run_report(out)
     return summary
 
 

@@ -8,6 +8,12 @@ counts as a strategy's cost.
 What is measured is the job's task's business (:mod:`ddla.tasks`): a classifier gets
 accuracy, macro precision/recall/F1 and loss, a language model validation loss, perplexity
 and next-token accuracy.
+
+With per-site test sets (data that lives at each agent; classification only) every agent also
+evaluates the global model on its own test data: one ``"agent": "site<r>"`` line per site.
+Without a shared test set the ``"global"`` line is the union of the sites' test data, computed
+from their summed confusion matrices and loss sums (counts travel, never samples), which
+equals evaluating on the concatenated test sets.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from ddla.metrics.meters import evaluate_counts, metrics_from_counts
 
 if TYPE_CHECKING:
     from ddla.aggregate import Aggregator
@@ -58,11 +66,14 @@ class Evaluator:
         config: RunConfig,
         aggregator: Aggregator,
         sink: JsonlSink | TeeSink | None,
+        *,
+        site_test: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         """``aggregator`` merges the agents' models (masked when secure aggregation is on)."""
         self.job, self.config, self.sink = job, config, sink
         self.aggregator = aggregator
         self.task = job.task_spec
+        self.site_test = site_test
         self.global_model = copy.deepcopy(job.model)
         self.merged_state: dict[str, torch.Tensor] = {}
         self.last: dict[str, Any] = {}
@@ -72,18 +83,37 @@ class Evaluator:
         """The aggregator's Transport (a new one after a membership change)."""
         return self.aggregator.transport
 
+    def _site_row(self, step: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The global model on this site's own test data, plus the counts for the union."""
+        if self.site_test is None:
+            return None
+        x, y = self.site_test
+        nc = self.job.num_classes
+        counts = evaluate_counts(self.global_model, x, y, num_classes=nc)
+        row = {"step": step, "agent": f"site{self.transport.rank}", "site": self.transport.rank}
+        metrics = self.task.evaluate(self.global_model, x, y, num_classes=nc)
+        return row | metrics | {"samples": len(y)}, counts
+
     def __call__(self, step: int, model: torch.nn.Module, timer: AgentTimer) -> dict[str, Any]:
-        x, y = self.job.test
+        shared = self.job.test
+        own = shared if shared is not None else self.site_test
         nc = self.job.num_classes
         evaluate = self.task.evaluate
-        local = evaluate(model, x, y, num_classes=nc) if self.config.train.eval_agents else {}
+        evaluate_own = self.config.train.eval_agents and own is not None
+        local = evaluate(model, *own, num_classes=nc) if evaluate_own else {}
         row = agent_row(step, self.transport.rank, local, self.transport, timer)
-        rows = self.transport.all_gather_object(row, tag="eval")
         self.merged_state = self.aggregator.average_state(model, tag="eval")
+        self.global_model.load_state_dict(self.merged_state)
+        site = self._site_row(step)
+        gathered = self.transport.all_gather_object((row, site), tag="eval")
+        rows = [r for r, _ in gathered]
+        sites = [s for _, s in gathered if s is not None]
         if self.transport.rank != 0:
             return {}
-        self.global_model.load_state_dict(self.merged_state)
-        merged = evaluate(self.global_model, x, y, num_classes=nc)
+        if shared is not None:
+            merged = evaluate(self.global_model, *shared, num_classes=nc)
+        else:  # the union of the sites' test sets, from their counts
+            merged = metrics_from_counts([c for _, c in sites])
         global_row = {
             "step": step,
             "agent": "global",
@@ -95,28 +125,47 @@ class Evaluator:
             "comm_s": max(r["comm_s"] for r in rows),
             "train_s": max(r["train_s"] for r in rows),
         }
+        site_rows = [r for r, _ in sites]
         if self.sink is not None:
             if self.config.train.eval_agents:
                 for r in rows:
                     self.sink.write(r)
+            for r in site_rows:
+                self.sink.write(r)
             self.sink.write(global_row)
-        self.last = {"global": global_row, "agents": rows}
+        self.last = {"global": global_row, "agents": rows, "sites": site_rows}
         head = self.task.headline
         log.info("step %d global %s %.4f loss %.4f", step, head, merged[head], merged["loss"])
         return global_row
 
 
+def _startup() -> dict[str, Any]:
+    from ddla.metrics.startup import phases
+
+    split = phases()
+    return {"startup_s": split.pop("total", None), "startup": split}
+
+
 def build_summary(
-    config: RunConfig, job: Job, evaluator: Evaluator, steps: int, out: Path
+    config: RunConfig,
+    job: Job,
+    evaluator: Evaluator,
+    steps: int,
+    out: Path,
+    *,
+    replicas: int | None = None,
 ) -> dict[str, Any]:
-    """summary.json from the last evaluation (a contract: extend it, never rename keys)."""
+    """summary.json from the last evaluation (a contract: extend it, never rename keys).
+
+    ``replicas``: agents that each take a batch per step (all of them unless the model is
+    split into stages or shards, whose agents share a replica's batch)."""
     from ddla.tasks import resolve_partition
 
     g, rows = evaluator.last["global"], evaluator.last["agents"]
     task = evaluator.task
     world = evaluator.transport.world_size
     train_s = max(r["train_s"] for r in rows)
-    samples = steps * config.data.batch_size * world
+    samples = steps * config.data.batch_size * (world if replicas is None else replicas)
     per_sample = task.tokens_per_sample(job.input_shape)
     summary = {
         "strategy": config.sync.strategy,
@@ -152,6 +201,7 @@ def build_summary(
             "compute_s": g["compute_s"],
             "comm_s": g["comm_s"],
             "train_s": train_s,
+            **_startup(),
         },
         # All agents together; train_s is the slowest agent's time inside training steps.
         "throughput": {
@@ -160,6 +210,11 @@ def build_summary(
         },
         "model_path": str(out / "model.safetensors"),
         "config": config.to_dict(),
+        "sites": [
+            {k: r[k] for k in ("site", "accuracy", "precision", "recall", "f1", "loss", "samples")}
+            for r in evaluator.last.get("sites", [])
+        ],
+        "data": job.agreement.to_dict() if job.agreement is not None else None,
         "link": {
             "profile": evaluator.transport.link_description,
             "clock": evaluator.transport.clock.label,

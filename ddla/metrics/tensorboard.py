@@ -18,9 +18,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch.utils.tensorboard import SummaryWriter
+if TYPE_CHECKING:  # imported where a writer is made: it costs ~1 s, and most runs never write
+    from torch.utils.tensorboard import SummaryWriter
 
 #: metrics.jsonl keys written as scalars (the tag is the key).
 SCALARS = (
@@ -39,7 +40,8 @@ SCALARS = (
 
 
 def _run_name(agent: Any) -> str:
-    return "global" if agent == "global" else f"agent{agent}"
+    # "global", "site<r>" (the global model on site r's test data), or a rank.
+    return agent if isinstance(agent, str) else f"agent{agent}"
 
 
 class TensorBoardSink:
@@ -59,6 +61,8 @@ class TensorBoardSink:
     def _writer(self, agent: Any) -> SummaryWriter:
         name = _run_name(agent)
         if name not in self._writers:
+            from torch.utils.tensorboard import SummaryWriter
+
             self._writers[name] = SummaryWriter(
                 log_dir=str(self.log_dir / name), purge_step=self.purge_step
             )

@@ -1,6 +1,6 @@
 """The model zoo: small, real architectures sized from the dataset.
 
-- ``mlp``: flatten, two hidden ReLU layers.
+- ``mlp``: flatten, ``model.depth`` hidden ReLU layers (two by default).
 - ``gpt``: a small decoder-only transformer language model (``ddla/models/gpt.py``).
 - ``cnn``: 1-D convolutions for vector inputs (MNIST-1D, as in Greydanus 2020, arXiv
   2011.14439: three conv layers of 25 channels, kernel 5, stride 2), 2-D convolutions for images.
@@ -27,14 +27,10 @@ from ddla.models.gpt import gpt
 def mlp(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     d = math.prod(input_shape)
     h = config.hidden
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(d, h),
-        nn.ReLU(),
-        nn.Linear(h, h),
-        nn.ReLU(),
-        nn.Linear(h, num_classes),
-    )
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(d, h), nn.ReLU()]
+    for _ in range(config.depth - 1):  # model.depth hidden layers (2 by default)
+        layers += [nn.Linear(h, h), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(h, num_classes))
 
 
 class _AddChannel(nn.Module):

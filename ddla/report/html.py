@@ -91,6 +91,37 @@ def render(run: RunData, pngs: dict[str, bytes]) -> str:
         + "</tr>"
         for r in time_rows(run)
     )
+    site_rows = "".join(
+        f"<tr><td>{r['site']}</td>"
+        + "".join(
+            f'<td class="num">{_fmt(r.get(k))}</td>'
+            for k in ("samples", "accuracy", "precision", "recall", "f1", "loss")
+        )
+        + "</tr>"
+        for r in s.get("sites") or []
+    )
+    sites = (
+        "<h2>Per site (global model on each site's test data)</h2>"
+        '<table id="sites"><tr><th>site</th><th>test samples</th><th>accuracy</th>'
+        "<th>precision</th><th>recall</th><th>f1</th><th>loss</th></tr>"
+        f"{site_rows}</table>"
+        if site_rows
+        else ""
+    )
+    data = s.get("data") or {}
+    histogram = ""
+    if data.get("counts"):
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in data.get("classes", []))
+        body = "".join(
+            f"<tr><td>{rank}</td><td>{html.escape(str(path))}</td>"
+            + "".join(f'<td class="num">{_fmt(v)}</td>' for v in row)
+            + "</tr>"
+            for rank, (path, row) in enumerate(zip(data["sources"], data["counts"], strict=False))
+        )
+        histogram = (
+            "<h2>Data at each agent (training samples per class, agreed before training)</h2>"
+            f'<table id="histogram"><tr><th>agent</th><th>source</th>{head}</tr>{body}</table>'
+        )
     figures = "".join(
         f'<figure><img alt="{html.escape(caption)}" id="{name.removesuffix(".png")}" '
         f'src="data:image/png;base64,{base64.b64encode(pngs[name]).decode()}">'
@@ -111,6 +142,8 @@ def render(run: RunData, pngs: dict[str, bytes]) -> str:
 <p class="sub">{html.escape(str(run.path))} — {html.escape(label_of(run))}</p>
 <h2>Run</h2>{_table(facts, "run")}
 <h2>Final metrics (global model)</h2>{_table(final, "final")}
+{sites}
+{histogram}
 <h2>Communication and time</h2>{_table(totals, "total")}
 <h2>Per agent</h2>
 <table><tr><th>agent</th><th>wall_s</th><th>compute_s</th><th>comm_s</th><th>waiting_s</th></tr>

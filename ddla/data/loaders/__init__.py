@@ -39,7 +39,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "fashion-mnist": load_fashion_mnist,
     "mnist1d": load_mnist1d,
 }
-"""Built-in datasets by name; each loader takes ``root, size, seed, cache_dir`` keywords."""
+"""Built-in datasets by name; each loader takes ``root, size, seed, cache_dir, cache`` keywords."""
 
 TEXT_DATASETS: dict[str, Callable[..., TextDataset]] = {"python-stdlib": load_python_stdlib}
 """Built-in text corpora; their loaders also take ``context`` (tokens per sample)."""
@@ -74,6 +74,7 @@ def load_dataset(
     size: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    cache: bool = True,
     context: int = 128,
 ) -> Dataset | TextDataset:
     """Load a dataset by name.
@@ -85,6 +86,8 @@ def load_dataset(
             generated (default 5000). ``None`` keeps all.
         seed: fixes the train/test split, the subsample and the MNIST-1D generator.
         cache_dir: where generated data is cached (default ``$DDLA_CACHE`` or ``~/.cache/ddla``).
+        cache: keep decoded built-in datasets memory-mapped under ``cache_dir``
+            (:mod:`ddla.data.cache`); ``False`` decodes in this process every time.
         context: tokens per sample of a text corpus (ignored by the others).
 
     Raises:
@@ -101,6 +104,7 @@ def load_dataset(
         return load_text(name[len(TEXT_PREFIX) :], context=context, **kwargs)
     if name in TEXT_DATASETS:
         return TEXT_DATASETS[name](context=context, **kwargs)
+    kwargs["cache"] = cache
     if name.startswith(NPZ_PREFIX):
         return load_npz(name[len(NPZ_PREFIX) :], **kwargs)
     if name.endswith(".npz"):

@@ -104,6 +104,7 @@ def load_mnist1d(
     size: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    cache: bool = True,
 ) -> Dataset:
     """Generate (or read from cache) ``size`` MNIST-1D samples; ``root`` is unused.
 

@@ -68,7 +68,7 @@ def _inputs(path: Path, key: str, a: np.ndarray) -> np.ndarray:
             f"{path}: array {key!r} must be [N, features...], got shape {a.shape}",
             help="reshape x to one row per sample, e.g. x.reshape(len(x), -1)",
         )
-    x = a.astype(np.float32)
+    x = a.astype(np.float32, copy=False)  # a float32 file: no second copy of the data
     check_finite(x, where=f"{path}: array {key!r}")
     return x
 
@@ -115,6 +115,7 @@ def load_npz(
     size: int | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    cache: bool = True,
 ) -> Dataset:
     """Load a user ``.npz`` dataset; a relative ``path`` is taken relative to ``root`` if given.
 
