@@ -314,7 +314,8 @@ def train(
                         lambda d=done: evaluator(d, layout.eval_model(model), timer), done
                     ).get("accuracy")
                 if tc.checkpoint_every and done % tc.checkpoint_every == 0:
-                    parts = (model, optimizer, strategy, strategy.transport, timer)
+                    run_wide = elastic.transport if elastic is not None else transport
+                    parts = (model, optimizer, strategy, run_wide, timer)
                     guarded(
                         lambda d=done, parts=parts: save_checkpoint(
                             out, d, parts, run_id=run_id, fixed=fixed_settings(config),
@@ -340,7 +341,8 @@ def train(
             sink.close()
         if security is not None:
             security.close()
-    if strategy.transport.rank != 0:  # the reporting agent: rank 0 of the last membership
+    # The reporting agent: rank 0 of the run, or of the last membership after a change.
+    if (elastic.transport.rank if elastic is not None else rank) != 0:
         return None
     model_path = save_model(
         out / "model.safetensors",
