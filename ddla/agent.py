@@ -28,15 +28,11 @@ import torch
 
 from ddla.aggregate import Aggregator
 from ddla.budget import resolve_budget
-from ddla.checkpoint import (
-    commit_checkpoint,
-    file_sha256,
-    read_agent_state,
-    write_agent_state,
-)
+from ddla.checkpoint import read_agent_state, save_checkpoint
 from ddla.comm import Transport
 from ddla.comm.agree import agree_on_config, state_sha256
-from ddla.comm.failures import is_comm_failure, name_silent_peers
+from ddla.comm.elastic import ElasticGroup
+from ddla.comm.failures import explain_failure
 from ddla.comm.heartbeat import Heartbeat
 from ddla.compute import build_compute
 from ddla.compute.layout import agents_report, build_layout, check_layout, layout_summary
@@ -45,7 +41,8 @@ from ddla.data import AgentBatches, partition
 from ddla.data.cache import take_rows
 from ddla.data.sharing import parse_share
 from ddla.data.sources import agree_job
-from ddla.errors import CheckpointError, CommError, ConfigError, DdlaError
+from ddla.errors import CheckpointError, ConfigError, DdlaError
+from ddla.faults import summary_entries, survives
 from ddla.job import Job, job_from_config, site_job
 from ddla.metrics import ConsoleProgress, JsonlSink, startup
 from ddla.metrics.evaluator import Evaluator, build_summary
@@ -89,13 +86,22 @@ def train(
     resume: bool = False,
     faults: Any = None,
     progress: bool = True,
+    elastic: ElasticGroup | None = None,
 ) -> dict[str, Any] | None:
     """Train ``job`` as this agent; return the run summary on rank 0 (None elsewhere).
 
     ``job`` may be a function of the (authenticated) Transport: per-agent sources are agreed
     on after the security handshake, so descriptors only go to authenticated peers.
+
+    With ``elastic`` the run survives lost agents (its Transport replaces ``transport``
+    after a change); a restarted agent passes the group :meth:`ElasticGroup.rejoin` made and
+    ``transport`` its one-agent base, and starts from the state a live peer sends.
     """
+    joining = elastic is not None and elastic.joining is not None
+    # Shards and budget are the run's: by the launcher's rank and agent count.
     rank, world = transport.rank, transport.world_size
+    if elastic is not None:
+        rank, world = elastic.me, elastic.run_world
     out = Path(config.out)
     tc = config.train
     # Authenticate before any model or data flows; with secure aggregation the returned
@@ -109,7 +115,7 @@ def train(
     from ddla.launch.resume import fixed_settings  # here: ddla.launch imports this module
 
     ckpt_key = security.checkpoint_key if security is not None else None
-    run_id = _shared_run_id(out, transport, resume=resume)
+    run_id = read_run_id(out) if joining else _shared_run_id(out, transport, resume=resume)
     # This agent's role (replica / pipeline stage / tensor shard); without model.stages or
     # model.tensor_parallel every agent is a replica of the whole model.
     replicas = check_layout(config, world)
@@ -148,7 +154,9 @@ def train(
         train_size = len(y_train)
         spec = resolve_partition(config.data.partition, job.task_spec)
         # A replica's stages and shards see the same batches: partition over replicas.
-        shard = partition(spec, job.partition_labels.numpy(), replicas, tc.seed)[layout.replica]
+        # (A restarted agent's base Transport has one agent: its shard is by its run rank.)
+        replica = rank if elastic is not None else layout.replica
+        shard = partition(spec, job.partition_labels.numpy(), replicas, tc.seed)[replica]
         if share and security is not None:
             x_train, y_train, shard = security.share_pool(
                 x_train, y_train, shard, fraction=share, seed=tc.seed
@@ -217,6 +225,10 @@ def train(
         protection=protection,
         server_lr=config.fed.server_lr,
     )
+    if elastic is not None:
+        elastic.attach(strategy)
+        if joining:  # the current model, optimizer, strategy state and step of a live peer
+            state = elastic.pull()
     start = 0
     if state is not None:
         # Loaded after the strategy is built: building it may synchronize the fresh model
@@ -225,11 +237,12 @@ def train(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         strategy.load_state_dict(state["strategy"])
-        transport.stats.load_state_dict(state["comm_stats"])
-        torch.set_rng_state(state["rng"])
+        if not joining:  # a peer's counters, timer and random state are not this agent's
+            transport.stats.load_state_dict(state["comm_stats"])
+            torch.set_rng_state(state["rng"])
         start = int(state["step"])
-        log.info("resumed at step %d", start)
-    timer = AgentTimer(transport, state["timer"] if state else None)
+        log.info("%s at step %d", "rejoined" if joining else "resumed", start)
+    timer = AgentTimer(transport, state.get("timer") if state else None)
     if puller is not None and start:  # resumed: redo earlier pulls so the data is the same
         puller.replay(start, steps)
         x_train, y_train = puller.x, puller.y
@@ -266,6 +279,10 @@ def train(
         train=(x_train, y_train),
         layout=layout,
     )
+
+    def guarded(fn: Callable[[], Any], step: int) -> Any:  # redone among survivors on a loss
+        return fn() if elastic is None else elastic.call(fn, step=step)
+
     bar = ConsoleProgress(
         total=steps,
         description=f"{config.sync.strategy} x{world}",
@@ -293,16 +310,19 @@ def train(
                     )
                 acc = None
                 if tc.eval_every and done % tc.eval_every == 0 and done < steps:
-                    acc = evaluator(done, layout.eval_model(model), timer).get("accuracy")
+                    acc = guarded(
+                        lambda d=done: evaluator(d, layout.eval_model(model), timer), done
+                    ).get("accuracy")
                 if tc.checkpoint_every and done % tc.checkpoint_every == 0:
-                    _save_checkpoint(
-                        out,
+                    run_wide = elastic.transport if elastic is not None else transport
+                    parts = (model, optimizer, strategy, run_wide, timer)
+                    guarded(
+                        lambda d=done, parts=parts: save_checkpoint(
+                            out, d, parts, run_id=run_id, fixed=fixed_settings(config),
+                            key=ckpt_key,
+                        ),
                         done,
-                        (model, optimizer, strategy, transport, timer),
-                        run_id=run_id,
-                        fixed=fixed_settings(config),
-                        key=ckpt_key,
-                    )
+                    )  # fmt: skip
                 bar.update(
                     done,
                     loss=loss.item(),
@@ -310,9 +330,9 @@ def train(
                     bytes_sent=int(transport.stats.totals("train")["bytes_sent"]),
                 )
             strategy.finish()
-            evaluator(steps, layout.eval_model(model), timer)
+            guarded(lambda: evaluator(steps, layout.eval_model(model), timer), steps)
             startup.mark("final_eval")
-            report = agents_report(layout, compute.agent_stats(), optimizer)
+            report = None if joining else agents_report(layout, compute.agent_stats(), optimizer)
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
@@ -321,7 +341,8 @@ def train(
             sink.close()
         if security is not None:
             security.close()
-    if rank != 0:
+    # The reporting agent: rank 0 of the run, or of the last membership after a change.
+    if (elastic.transport.rank if elastic is not None else rank) != 0:
         return None
     model_path = save_model(
         out / "model.safetensors",
@@ -337,6 +358,7 @@ def train(
     summary["budget"] = budget.as_dict()
     summary["run_id"] = run_id
     summary.update(compute.summary())
+    summary.update(summary_entries(elastic))
     if report is not None:
         summary["decomposition"] = layout_summary(layout, config, report)
     atomic_write_json(out / SUMMARY, summary)
@@ -361,44 +383,6 @@ def _shared_run_id(out: Path, transport: Transport, *, resume: bool) -> str:
             help="start agents through ddla run / ddla.launch, which write it",
         )
     return mine
-
-
-def _save_checkpoint(
-    out: Path,
-    step: int,
-    parts: tuple[Any, Any, Any, Transport, AgentTimer],
-    *,
-    run_id: str,
-    fixed: dict[str, Any],
-    key: bytes | None,
-) -> None:
-    model, optimizer, strategy, transport, timer = parts
-    # Only tensors and plain values, so a resume can load with weights_only=True.
-    state = {
-        "run_id": run_id,
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "strategy": strategy.state_dict(),
-        "comm_stats": transport.stats.state_dict(),
-        "timer": timer.state_dict(),
-        "rng": torch.get_rng_state(),
-    }
-    path = write_agent_state(out, step=step, rank=transport.rank, state=state)
-    hashes = transport.all_gather_object((transport.rank, file_sha256(path)), tag="control")
-    if transport.rank == 0:
-        commit_checkpoint(
-            out,
-            step=step,
-            world_size=transport.world_size,
-            hashes=dict(hashes),
-            run_id=run_id,
-            fixed=fixed,
-            key=key,
-        )
-    # Nobody moves on (and possibly dies) before the checkpoint is committed.
-    transport.barrier()
-    log.info("checkpoint at step %d", step)
 
 
 def _interrupt_once() -> None:
@@ -438,6 +422,14 @@ def agent_main(
     _interrupt_once()
     config = RunConfig.from_dict(config_dict)
     out = Path(config.out)
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0:
+        # Restarted by the launcher (fault.max_restarts): from the last committed checkpoint,
+        # without the faults that ended the first attempt.
+        from ddla.checkpoint import has_checkpoint
+
+        resume, faults = has_checkpoint(out), None
+    elif faults is None:
+        faults = config.fault.injector()  # --set fault.kill=RANK@STEP
     # N agents on one machine share its cores; letting each use them all oversubscribes the
     # CPU and slows every step (torchrun sets OMP_NUM_THREADS=1 for the same reason).
     # An explicit OMP_NUM_THREADS wins: on a loaded shared machine two intra-op threads for
@@ -471,11 +463,25 @@ def agent_main(
         else:
             job = job_from_config(config)
         startup.mark("job")
-        return train(job, config, transport, resume=resume, faults=faults, progress=progress)
+        elastic = (
+            ElasticGroup(transport, store=transport.store, run_world=transport.world_size,
+                         heartbeat=heartbeat)
+            if survives(config) and transport.world_size > 1
+            else None
+        )  # fmt: skip
+        if elastic is not None:
+            elastic.rejoin_wait_s = config.fault.rejoin_wait_s
+        return train(
+            job, config, transport, resume=resume, faults=faults, progress=progress,
+            elastic=elastic,
+        )  # fmt: skip
     except BaseException as exc:
         log.exception("agent failed")
         if isinstance(exc, (DdlaError, Exception)):
-            reported = _explain(exc, transport, heartbeat, config.comm.timeout_s)
+            reported = explain_failure(
+                exc, heartbeat.silent_peers, world_size=transport.world_size,
+                timeout_s=config.comm.timeout_s,
+            )  # fmt: skip
             write_agent_error(out, transport.rank, reported)
             if reported is not exc:
                 raise reported from exc
@@ -483,30 +489,6 @@ def agent_main(
     finally:
         heartbeat.stop()
         transport.close()
-
-
-def _explain(
-    exc: BaseException, transport: Transport, heartbeat: Heartbeat, timeout_s: float
-) -> BaseException:
-    """A communication failure, with the peers that stopped answering named (by heartbeat).
-
-    DDP's built-in all-reduce runs in C++ and bypasses the Transport, so its timeouts arrive
-    here as raw backend RuntimeErrors; they are mapped like the Transport's own.
-    """
-    if not is_comm_failure(exc):
-        return exc
-    silent = heartbeat.silent_peers()
-    log.info("communication failed; peers whose heartbeat stopped: %s", silent or "none")
-    if not silent and isinstance(exc, CommError):
-        return exc
-    return name_silent_peers(
-        exc,
-        silent,
-        op="all_reduce (DDP gradients)",
-        tag="train",
-        where=f"the group of {transport.world_size} agents",
-        timeout_s=timeout_s,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import io
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -40,6 +41,8 @@ from typing import Any
 import torch
 
 from ddla.errors import CheckpointError
+
+log = logging.getLogger("ddla.agent")
 
 LATEST = "latest.json"
 MANIFEST = "manifest.json"
@@ -281,3 +284,45 @@ def read_agent_state(
     if state.get("step") not in (None, found.step):
         raise CheckpointError(f"checkpoint file {found.path(run_dir, rank)} is for another step")
     return state
+
+
+def save_checkpoint(
+    out: Path,
+    step: int,
+    parts: tuple[Any, Any, Any, Any, Any],
+    *,
+    run_id: str,
+    fixed: dict[str, Any],
+    key: bytes | None,
+) -> None:
+    """Write this agent's state for ``step``; rank 0 commits the manifest once all wrote.
+
+    ``parts`` are (model, optimizer, strategy, Transport, AgentTimer); collective.
+    """
+    model, optimizer, strategy, transport, timer = parts
+    # Only tensors and plain values, so a resume can load with weights_only=True.
+    state = {
+        "run_id": run_id,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "strategy": strategy.state_dict(),
+        "comm_stats": transport.stats.state_dict(),
+        "timer": timer.state_dict(),
+        "rng": torch.get_rng_state(),
+    }
+    path = write_agent_state(out, step=step, rank=transport.rank, state=state)
+    hashes = transport.all_gather_object((transport.rank, file_sha256(path)), tag="control")
+    if transport.rank == 0:
+        commit_checkpoint(
+            out,
+            step=step,
+            world_size=transport.world_size,
+            hashes=dict(hashes),
+            run_id=run_id,
+            fixed=fixed,
+            key=key,
+        )
+    # Nobody moves on (and possibly dies) before the checkpoint is committed.
+    transport.barrier()
+    log.info("checkpoint at step %d", step)

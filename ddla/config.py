@@ -29,6 +29,7 @@ import yaml
 from ddla.comm.config import CommConfig
 from ddla.data.config import DataConfig
 from ddla.errors import ConfigError
+from ddla.faults import FaultConfig, check_faults
 from ddla.fed.config import FedConfig, check_fed
 from ddla.models.config import ModelConfig, check_decomposition
 from ddla.optim import OptimConfig
@@ -136,6 +137,7 @@ class RunConfig:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     fed: FedConfig = field(default_factory=FedConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
     def __post_init__(self) -> None:
         if self.agents < 1:
@@ -145,6 +147,7 @@ class RunConfig:
         self.comm.check_agents(self.agents)  # a link override must name an existing agent
         check_run(self)
         check_fed(self)
+        check_faults(self)
         check_decomposition(self)
 
     # -- construction -------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
@@ -76,6 +76,7 @@ def run_agents(
     timeout_s: float = 120.0,
     backend: str = "gloo",
     allow_exit: Collection[int] = (),
+    restart: Mapping[int, Callable[..., Any]] | None = None,
     **kwargs: Any,
 ) -> list[Any]:
     """Run ``fn(transport, *args, **kwargs)`` on ``world_size`` spawned agents; results by rank.
@@ -84,7 +85,11 @@ def run_agents(
     :class:`~ddla.comm.Transport` whose default call timeout is ``min(60, timeout_s)``.
     The first failure seen (a raised exception, or a rank that exits without a result unless
     it is in ``allow_exit``; such a rank's result is an :class:`AgentExit`) is re-raised with
-    its rank after the other agents are terminated. Past ``timeout_s`` every agent is killed
+    its rank after the other agents are terminated. A rank in ``restart`` that exits is
+    started again once, as ``restart[rank](store, rank, world_size, *args, **kwargs)`` with
+    the run's Store and no process group (a restarted agent rejoins on its own); its result is
+    that call's. A rank in ``allow_exit`` frozen by SIGSTOP is killed once every other rank
+    returned. Past ``timeout_s`` every agent is killed
     and :class:`AgentFailedError` is raised. Every child is joined before this returns.
     """
     if world_size < 1:
@@ -111,7 +116,11 @@ def run_agents(
     try:
         for proc in procs:
             proc.start()
-        results, failure = _collect(procs, results_queue, timeout_s, set(allow_exit))
+        respawn = _respawner(procs, ctx, store.port, timeout_s, restart or {}, args, kwargs,
+                             results_queue)  # fmt: skip
+        results, failure = _collect(
+            procs, results_queue, timeout_s, set(allow_exit) | set(restart or {}), respawn
+        )
     finally:
         _stop(procs, graceful=True)
         results_queue.close()
@@ -122,8 +131,36 @@ def run_agents(
     return [results[rank] for rank in range(world_size)]
 
 
+def _respawner(
+    procs: list[Any], ctx: Any, port: int, timeout_s: float,
+    restart: Mapping[int, Callable[..., Any]], args: tuple[Any, ...], kwargs: dict[str, Any],
+    results: Any,
+) -> Callable[[int], bool]:  # fmt: skip
+    """``respawn(rank)``: start ``restart[rank]`` in place of the exited rank, once."""
+    done: set[int] = set()
+
+    def respawn(rank: int) -> bool:
+        if rank not in restart or rank in done:
+            return False
+        done.add(rank)
+        procs[rank] = ctx.Process(
+            target=_restarted_main,
+            args=(rank, len(procs), port, timeout_s, os.getpid()),
+            kwargs={"fn": restart[rank], "args": args, "kwargs": kwargs, "results": results},
+            name=f"ddla-agent-{rank}-restarted",
+        )
+        procs[rank].start()
+        return True
+
+    return respawn
+
+
 def _collect(
-    procs: list[Any], results_queue: Any, timeout_s: float, allow_exit: set[int]
+    procs: list[Any],
+    results_queue: Any,
+    timeout_s: float,
+    allow_exit: set[int],
+    respawn: Callable[[int], bool] = lambda rank: False,
 ) -> tuple[dict[int, Any], BaseException | None]:
     """Read results until every rank reported, one failed, or time ran out."""
     results: dict[int, Any] = {}
@@ -146,6 +183,9 @@ def _collect(
                 continue
             if now - exited_at.setdefault(rank, now) < _RESULT_GRACE_S:
                 continue  # its result may still be in the queue's pipe
+            if proc.exitcode != 0 and respawn(rank):
+                exited_at.pop(rank)
+                continue
             if rank in allow_exit:
                 results[rank] = AgentExit(rank=rank, exitcode=proc.exitcode)
                 continue
@@ -154,6 +194,12 @@ def _collect(
                 f"rank {rank} exited with code {proc.exitcode} before returning a result",
                 help="look for a crash (os._exit, a signal, out of memory) in that agent's output",
             )
+        if all(r in results for r in range(len(procs)) if r not in allow_exit):
+            for rank in range(len(procs)):  # the others are done: a frozen agent never will be
+                if rank not in results and _is_stopped(procs[rank]):
+                    procs[rank].kill()
+                    procs[rank].join(5.0)
+                    results[rank] = AgentExit(rank=rank, exitcode=procs[rank].exitcode or -9)
         if now > deadline:
             missing = [rank for rank in range(len(procs)) if rank not in results]
             _stop(procs, graceful=False)
@@ -163,6 +209,15 @@ def _collect(
                 "too short",
             )
     return results, None
+
+
+def _is_stopped(proc: Any) -> bool:
+    """Whether ``proc`` is frozen (SIGSTOP: state T in /proc; False where unknown)."""
+    try:
+        with open(f"/proc/{proc.pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError, TypeError):
+        return False
 
 
 def _stop(procs: list[Any], *, graceful: bool) -> None:
@@ -242,6 +297,22 @@ def _agent_main(
         sys.stdout.flush()
         sys.stderr.flush()
         results.put(("ok", rank, blob, ""))
+    except BaseException as exc:
+        results.put(("err", rank, _pickled_error(exc), traceback.format_exc()))
+
+
+def _restarted_main(
+    rank: int, world_size: int, port: int, timeout_s: float, parent_pid: int, *,
+    fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], results: Any,
+) -> None:  # fmt: skip
+    """A restarted agent: the run's Store (ddla's prefix), no process group."""
+    _die_with_parent(parent_pid)
+    import torch.distributed as dist
+
+    try:
+        store = dist.TCPStore("127.0.0.1", port, None, False, timedelta(seconds=timeout_s))
+        value = fn(dist.PrefixStore("ddla/", store), rank, world_size, *args, **kwargs)
+        results.put(("ok", rank, pickle.dumps(value), ""))
     except BaseException as exc:
         results.put(("err", rank, _pickled_error(exc), traceback.format_exc()))
 

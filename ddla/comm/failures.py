@@ -27,7 +27,9 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Callable
 
 from ddla.errors import CommError, CommTimeoutError, PeerFailedError
 
@@ -40,6 +42,7 @@ _PEER_GONE = (
     "socket closed",
     "communicator was aborted",
 )
+log = logging.getLogger("ddla.agent")
 _TIMED_OUT = ("timed out", "timeout")
 _SOURCE_PREFIX = re.compile(r"^\[[^\]]*\.(?:cc|cpp|h|hpp):\d+\]\s*")
 
@@ -131,4 +134,29 @@ def name_silent_peers(
         f"{who} stopped answering (its heartbeat stopped: stuck, paused or swapped out): {err}",
         help=f"look at {who}: its process is alive but not running (e.g. stopped with SIGSTOP, "
         "or its machine hangs); restart the run, or resume from the last checkpoint",
+    )
+
+
+def explain_failure(
+    exc: BaseException, silent_peers: Callable[[], list[int]], *, world_size: int, timeout_s: float
+) -> BaseException:
+    """An agent's failure as reported: a communication failure with the peers that stopped
+    answering named (``silent_peers``, by heartbeat); anything else unchanged.
+
+    DDP's built-in all-reduce runs in C++ and bypasses the Transport, so its timeouts arrive
+    here as raw backend RuntimeErrors; they are mapped like the Transport's own.
+    """
+    if not is_comm_failure(exc):
+        return exc
+    silent = silent_peers()
+    log.info("communication failed; peers whose heartbeat stopped: %s", silent or "none")
+    if not silent and isinstance(exc, CommError):
+        return exc
+    return name_silent_peers(
+        exc,
+        silent,
+        op="all_reduce (DDP gradients)",
+        tag="train",
+        where=f"the group of {world_size} agents",
+        timeout_s=timeout_s,
     )

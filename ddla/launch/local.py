@@ -48,7 +48,13 @@ def run_local(
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     from ddla.agent import agent_main
+    from ddla.faults import survives
     from ddla.testing import free_port
+
+    if survives(cfg):  # the survivors must outlive a lost agent: not torchelastic's model
+        from ddla.launch.supervise import run_supervised
+
+        return run_supervised(cfg, out, job_factory, resume, faults, progress)
 
     # The elastic agent logs every lifecycle event at INFO; our own progress bar is enough.
     # Agent failures are reported by us in one line; the agent's traceback is in its log.
@@ -62,7 +68,8 @@ def run_local(
         rdzv_backend="c10d",
         rdzv_endpoint=f"127.0.0.1:{free_port()}",
         rdzv_configs={"timeout": int(cfg.comm.timeout_s)},
-        max_restarts=0,
+        # A failed agent restarts every agent from the last checkpoint (agent_main resumes).
+        max_restarts=cfg.fault.max_restarts,
         monitor_interval=0.1,
         start_method="spawn",
         local_addr="127.0.0.1",

@@ -72,12 +72,16 @@ class Evaluator:
         """``aggregator`` merges the agents' models (masked when secure aggregation is on)."""
         self.job, self.config, self.sink = job, config, sink
         self.aggregator = aggregator
-        self.transport = aggregator.transport
         self.task = job.task_spec
         self.site_test = site_test
         self.global_model = copy.deepcopy(job.model)
         self.merged_state: dict[str, torch.Tensor] = {}
         self.last: dict[str, Any] = {}
+
+    @property
+    def transport(self) -> Transport:
+        """The aggregator's Transport (a new one after a membership change)."""
+        return self.aggregator.transport
 
     def _site_row(self, step: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """The global model on this site's own test data, plus the counts for the union."""

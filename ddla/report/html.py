@@ -38,6 +38,7 @@ FIGURES = (
     ("by_wall.png", "Loss and accuracy vs wall time"),
     ("by_bytes.png", "Loss and accuracy vs bytes sent"),
     ("time_split.png", "Per-agent time: compute, communication, waiting"),
+    ("membership.png", "Agents in the run over time (lost and rejoined agents)"),
 )
 
 

@@ -16,6 +16,7 @@ import io
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from ddla.report.rundir import RunData
 
@@ -119,8 +120,40 @@ def label_of(run: RunData) -> str:
     return f"{head}, link {run.link} ({run.clock} clock)"
 
 
+def membership(run: RunData) -> Figure | None:
+    """Agents in the run against step, one mark per fault event (None without events)."""
+    events = run.summary.get("faults") or []
+    if not events:
+        return None
+    start = (run.summary.get("members") or {}).get("start") or []
+    steps, counts = [0], [len(start) or len(events[0]["agents_after"])]
+    for e in sorted(events, key=lambda e: e["step"]):
+        steps.append(e["step"])
+        counts.append(len(e["agents_after"]))
+    steps.append(int(run.summary.get("steps") or steps[-1]))
+    counts.append(counts[-1])
+    fig = Figure(figsize=(10, 3), layout="constrained")
+    ax = fig.subplots()
+    ax.step(steps, counts, where="post", color="#1c7ed6")
+    for e in events:
+        marker = "v" if e["kind"] != "rejoined" else "^"
+        ax.plot(e["step"], len(e["agents_after"]), marker, color="#c92a2a")
+        ax.annotate(f"{e['agent']} {e['kind']}", (e["step"], len(e["agents_after"])),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("step")
+    ax.set_ylabel("agents")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, max(counts) + 0.5)
+    ax.set_title("membership over time", fontsize=10)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def draw_all(run: RunData) -> dict[str, bytes]:
-    """Every plot of the run as PNG bytes, by file name."""
+    """Every plot of the run as PNG bytes, by file name (membership.png after a fault)."""
     out = {name: _png(curves(run, key, label, scale)) for name, key, label, scale in CURVES}
     out["time_split.png"] = _png(time_split(run))
+    members = membership(run)
+    if members is not None:
+        out["membership.png"] = _png(members)
     return out

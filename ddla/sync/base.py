@@ -24,7 +24,8 @@ Example (one agent, no peers — the same code path as N agents):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from ddla.aggregate import Protection
     from ddla.comm import Transport
     from ddla.sync.config import SyncConfig
+
+T = TypeVar("T")
 
 
 class Strategy:
@@ -71,6 +74,9 @@ class Strategy:
         self.config = config
         #: Optimizer steps taken since the run began (restored from checkpoints).
         self.local_step = 0
+        #: The changing membership (``ddla.comm.elastic.ElasticGroup``) when the run survives
+        #: lost agents; it replaces :attr:`transport` (and the aggregator's) on a change.
+        self.elastic: Any = None
         self._hook = optimizer.register_step_post_hook(self._on_step)
 
     @property
@@ -84,6 +90,11 @@ class Strategy:
 
     def after_step(self) -> None:
         """Synchronize after an optimizer step, if this step calls for it."""
+
+    def _collective(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` (a synchronization's collectives); with :attr:`elastic`, a lost peer
+        makes the survivors regroup and run it again among themselves."""
+        return fn() if self.elastic is None else self.elastic.call(fn, step=self.local_step)
 
     def finish(self) -> None:
         """Called once after the last step: leave every agent with the final parameters."""

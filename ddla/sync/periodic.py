@@ -78,8 +78,11 @@ class PeriodicOuterSync(Strategy):
 
     def after_step(self) -> None:
         step = self.local_step
-        for f in due_fragments(step=step, every=self.every, fragments=len(self.fragments)):
+        due_now = due_fragments(step=step, every=self.every, fragments=len(self.fragments))
+        for f in due_now:
             self._sync(f, step, apply_now=self.overlap == 0)
+        if due_now and self.elastic is not None:  # restarted agents join at a sync
+            self.elastic.admit(step)
         due = [(at, f) for at, f in self.pending if at <= step]
         self.pending = [(at, f) for at, f in self.pending if at > step]
         for _, f in due:
@@ -90,11 +93,11 @@ class PeriodicOuterSync(Strategy):
         views = self._views(f)
         grads = pseudo_gradient(self.anchor[f], views)
         keys = [f"{f}.{i}" for i in range(len(views))]
-        mean = self.aggregator.mean(grads, keys=keys, tag="train")
+        mean = self._collective(lambda: self.aggregator.mean(grads, keys=keys, tag="train"))
         outer_step(self.outer, self.anchor[f], mean)
         self.last_sync[f] = step
         if f == 0:
-            self._average_buffers()
+            self._collective(self._average_buffers)
         if apply_now:
             self._merge(f, 0.0)
         else:
