@@ -18,10 +18,15 @@ Example:
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
-import dp_accounting
 import torch
-from dp_accounting.rdp import RdpAccountant
+
+if TYPE_CHECKING:
+    import dp_accounting
+
+# dp_accounting is imported where it is used: it pulls in scipy (~0.5 s), which every agent
+# would pay at import time although only runs with fed.dp use the accountant.
 
 #: Rényi orders: integers, where the sampled Gaussian's RDP is computed exactly.
 ORDERS = tuple(range(2, 257))
@@ -29,6 +34,8 @@ ORDERS = tuple(range(2, 257))
 
 def dp_event(q: float, noise: float) -> dp_accounting.DpEvent:
     """One round: the Poisson-sampled Gaussian mechanism (rate q, noise multiplier σ)."""
+    import dp_accounting
+
     return dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(noise))
 
 
@@ -37,6 +44,8 @@ class Accountant:
 
     def __init__(self, *, q: float, noise: float, delta: float) -> None:
         self.q, self.noise, self.delta = q, noise, delta
+        from dp_accounting.rdp import RdpAccountant
+
         self._acc = RdpAccountant(list(ORDERS))
         self._rounds = 0
 
@@ -44,6 +53,8 @@ class Accountant:
         """ε(δ) after ``rounds`` rounds (composes only the rounds not yet composed, so a resumed
         run reports what the uninterrupted one would); ``inf`` when σ = 0."""
         if rounds < self._rounds:
+            from dp_accounting.rdp import RdpAccountant
+
             self._acc, self._rounds = RdpAccountant(list(ORDERS)), 0
         if rounds > self._rounds:
             self._acc.compose(dp_event(self.q, self.noise), rounds - self._rounds)
