@@ -4,9 +4,11 @@ Runs ``ddla run`` on Fashion-MNIST (iid) with 2, 4 and 10 agents, and 4 agents r
 per-agent ``.npz`` sources made from the same split (each site also holds a quarter of the
 test set, so the union of the sites' test sets is the shared test set and the two runs must
 report the same final accuracy). While a run lasts, every process of it is sampled from
-``/proc`` (``VmRSS``, and ``VmHWM`` for the peak); agents are the launcher's spawned
-workers. The goal (issue 21): an agent's peak <= import floor + 1.5 x its shard's bytes +
-the test set's bytes; the launcher <= floor + one decode when the cache is cold, about the
+``/proc`` (``VmRSS``, and ``VmHWM`` for the peak; ``Pss`` from ``smaps_rollup``, which
+divides the pages that forked agents share with the warm server among them); agents are the
+warm server's forked children (and, side by side, ``DDLA_WARM=0``'s spawned workers).
+The goal (issue 21): an agent's peak <= import floor + 1.5 x its shard's bytes + the test
+set's bytes; the launcher <= floor + one decode when the cache is cold, about the
 floor when warm. ``--baseline DIR`` also runs a checkout of the code before the cache
 (``git archive main | tar -x -C DIR``) for today's figures.
 
@@ -39,6 +41,7 @@ SAMPLE_BYTES = 28 * 28 * 4 + 8  # one float32 image and its int64 label
 FLOOR = """
 import os, sys
 import ddla.agent
+import torch._dynamo  # every agent's first Optimizer.step imports it (torch.optim)
 from ddla.metrics.meters import _collection
 _collection(10)  # agents import torchmetrics at their first evaluation
 print(next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmRSS")))
@@ -66,17 +69,42 @@ def _children(pid: int) -> list[int]:
     return kids + [g for k in kids for g in _children(k)]
 
 
-def _is_agent(pid: int) -> bool:
-    """A worker the elastic launcher spawned (not multiprocessing's resource tracker).
-
-    Workers get ``RANK`` after they start (``os.environ`` in the child), which ``/proc``
-    does not show, so agents are told apart by spawn order (pid) instead of rank.
-    """
+def _pss(pid: int) -> int:
+    """Proportional set size: shared pages (a forked agent's inherited imports) divided
+    among the processes that map them, so the sum over processes is the machine's cost."""
     try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("Pss:"))
+    except (OSError, StopIteration):
+        return 0
+
+
+def _cmd(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return False
-    return b"spawn_main" in cmd and b"resource_tracker" not in cmd
+        return b""
+
+
+def _roles(launcher: int) -> dict[str, int]:
+    """The run's processes: the launcher, the warm server (``ddla/warm.py``) and the agents.
+
+    Agents are the elastic launcher's spawned workers (``DDLA_WARM=0``) or the server's
+    forked children (multiprocessing's resource tracker is neither). Workers get ``RANK``
+    after they start, which ``/proc`` does not show, so agents are told apart by pid.
+    """
+    procs = {"launcher": launcher}
+    for kid in _children(launcher):
+        cmd = _cmd(kid)
+        if b"multiprocessing.forkserver" in cmd and _status(kid):
+            try:
+                parent = int(Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            procs["agent-pid" + str(kid) if parent != launcher else "server"] = kid
+        elif b"spawn_main" in cmd and b"resource_tracker" not in cmd:
+            procs[f"agent-pid{kid}"] = kid
+    return procs
 
 
 def _measure(cmd: list[str], env: dict[str, str]) -> dict:
@@ -90,17 +118,17 @@ def _measure(cmd: list[str], env: dict[str, str]) -> dict:
     done = threading.Event()
 
     def sample() -> None:
+        tick = 0
         while not done.is_set():
-            procs = {"launcher": proc.pid}
-            for kid in _children(proc.pid):
-                if _is_agent(kid):
-                    procs[f"agent-pid{kid}"] = kid
-            for name, pid in procs.items():
+            for name, pid in _roles(proc.pid).items():
                 st = _status(pid)
                 if st:
-                    rec = seen.setdefault(name, {"peak": 0, "steady": 0})
+                    rec = seen.setdefault(name, {"peak": 0, "steady": 0, "pss": 0})
                     rec["peak"] = max(rec["peak"], st.get("VmHWM", 0), st.get("VmRSS", 0))
                     rec["steady"] = st.get("VmRSS", 0)
+                    if tick % 4 == 0:  # smaps_rollup walks every mapping: not every sample
+                        rec["pss"] = max(rec["pss"], _pss(pid))
+            tick += 1
             time.sleep(0.05)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -173,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
         row = {
             "agents": agents,
             "launcher_peak_MB": round(seen["launcher"]["peak"] / MB, 1),
+            "server_peak_MB": round(seen["server"]["peak"] / MB, 1) if "server" in seen else None,
+            "agent_pss_MB_max": round(max(seen[r]["pss"] for r in ranks) / MB, 1),
+            "total_pss_MB": round(sum(v["pss"] for v in seen.values()) / MB, 1),
             "agent_peak_MB_max": round(max(seen[r]["peak"] for r in ranks) / MB, 1),
             "agent_steady_MB_max": round(max(seen[r]["steady"] for r in ranks) / MB, 1),
             "agent_peak_MB": [round(seen[r]["peak"] / MB, 1) for r in ranks],
@@ -206,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         first = False
     if 4 in [int(a) for a in args.agents.split(",")]:
         results["iid x4 (warm cache)"] = run("iid4w", 4, [], env)
+        # Side by side: each agent a fresh interpreter (what ddla did before the warm server).
+        results["iid x4 (warm cache, spawned agents)"] = run(
+            "iid4s", 4, [], env | {"DDLA_WARM": "0"}
+        )
         source = _sites(tmp, 4, args.seed)
         results["per-agent sources x4"] = run("src4", 4, ["--set", f"data.source={source}"], env)
         if args.baseline:

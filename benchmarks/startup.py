@@ -5,6 +5,9 @@ One invocation runs, alternating round by round (so load drifts hit every comman
 * ``ddla --help``;
 * ``ddla run --agents 2 --dataset digits --steps 1`` (with and without the report);
 * ``ddla run --agents 4 --dataset fashion-mnist --steps 1``;
+* both ``--no-report`` runs again with ``DDLA_WARM=0``: each agent spawned as a fresh
+  interpreter that imports everything itself, against the default of agents forked from the
+  warm server that imported it once (``ddla/warm.py``);
 * ``torchrun --nproc-per-node N`` of a script that joins a gloo group and all-reduces once,
   for N = 2 and 4 (the floor: the launcher ddla is built on, doing nothing else);
 * ``torchrun --nproc-per-node 4`` of a plain torch training script (DDP MLP, one SGD step,
@@ -128,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
         "ddla run --agents 4 --dataset fashion-mnist --steps 1 --no-report": run(
             4, "fashion-mnist", False, "f4"
         ),
+        "ddla run --agents 2 --dataset digits --steps 1 --no-report (spawned agents)": run(
+            2, "digits", False, "d2s"
+        ),
+        "ddla run --agents 4 --dataset fashion-mnist --steps 1 --no-report (spawned agents)": run(
+            4, "fashion-mnist", False, "f4s"
+        ),
         "torchrun --nproc-per-node 2 hello (gloo + one all-reduce)": [
             torchrun,
             "--nproc-per-node",
@@ -150,16 +159,20 @@ def main(argv: list[str] | None = None) -> int:
             str(trainer),
         ],
     }
+    # Side by side: agents forked from the warm server (the default) against each agent a
+    # fresh interpreter that imports everything itself (DDLA_WARM=0, what ddla did before).
+    spawned = env | {"DDLA_WARM": "0"}
+    envs = {k: spawned if k.endswith("(spawned agents)") else env for k in commands}
     decode = _decode_cost(env, tmp)
     print("decode:", decode, flush=True)
     # Warm-up round (not recorded): fills the dataset cache and the OS page cache.
-    for cmd in commands.values():
-        _timed(cmd, env)
+    for name, cmd in commands.items():
+        _timed(cmd, envs[name])
     walls: dict[str, list[float]] = {k: [] for k in commands}
     phases: dict[str, list[dict[str, float]]] = {k: [] for k in commands}
     for r in range(args.rounds):
         for name, cmd in commands.items():
-            walls[name].append(round(_timed(cmd, env), 3))
+            walls[name].append(round(_timed(cmd, envs[name]), 3))
             if "--out" in cmd:
                 summary = json.loads(
                     (Path(cmd[cmd.index("--out") + 1]) / "summary.json").read_text()

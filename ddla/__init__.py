@@ -16,6 +16,7 @@ The same script runs under ``torchrun --nnodes N ...``: each process becomes one
 
 from __future__ import annotations
 
+import copyreg
 import importlib
 import sys
 import types
@@ -72,6 +73,16 @@ class _Package(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _Package
+
+
+def _by_reference(module: _Package) -> tuple[Any, tuple[str]]:
+    return importlib.import_module, (module.__name__,)
+
+
+# Pickle (and cloudpickle, which Ray, Spark and Dask use to ship a job factory defined in a
+# script by value) would treat a ModuleType subclass as a plain object and try to copy it;
+# a module travels by name.
+copyreg.pickle(_Package, _by_reference)
 
 
 def run(config: RunConfig | None = None, **kwargs: object) -> dict:

@@ -16,6 +16,7 @@ ddla audit verify runs/latest
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -193,6 +194,10 @@ def run(
     ] = False,
 ) -> None:
     """Train with N agents on this machine (4 agents on mnist1d by default)."""
+    if launcher in (None, "local") and "TORCHELASTIC_RUN_ID" not in os.environ:
+        from ddla import warm
+
+        warm.start()  # first: the agents' imports overlap the launcher's own (ddla.warm)
     from ddla.launch import launch, write_run_report
 
     overrides = _flag_overrides(
@@ -280,6 +285,9 @@ def join(
     progress: Annotated[bool, typer.Option(help="Show the live progress bar.")] = True,
 ) -> None:
     """Run this machine's agents of a run across machines (one command on each machine)."""
+    from ddla import warm
+
+    warm.start()  # first: the agents' imports overlap the rendezvous set-up (ddla.warm)
     from ddla.launch.nodes import join as join_run
     from ddla.launch.nodes import node_summary_line
 

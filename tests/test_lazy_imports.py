@@ -56,3 +56,19 @@ def test_ddla_launch_stays_the_function_after_its_subpackage_is_imported() -> No
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "True"]
+
+
+def test_the_ddla_module_pickles_by_name() -> None:
+    # Ray, Spark and Dask ship a job factory defined in a script by value (cloudpickle),
+    # with the modules it uses; ddla's module is a ModuleType subclass (ddla.launch stays
+    # the function), which pickle copied as an object and failed on ("cannot pickle
+    # '_Package' object": examples/on_engines.py on every engine).
+    import pickle
+
+    import ddla
+
+    assert pickle.loads(pickle.dumps(ddla)) is ddla
+    cloudpickle = pytest.importorskip("cloudpickle")
+    namespace: dict = {"ddla": ddla}
+    exec("def factory():\n    return ddla.__name__", namespace)  # not importable: by value
+    assert cloudpickle.loads(cloudpickle.dumps(namespace["factory"]))() == "ddla"

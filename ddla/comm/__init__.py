@@ -9,13 +9,32 @@ Example:
     (1000, 1000)
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ddla.comm.clock import CLOCKS, Clock, RealClock, VirtualClock
 from ddla.comm.linkmodel import op_seconds
 from ddla.comm.links import PROFILES, LinkProfile, LinkTable, parse_profile
-from ddla.comm.p2p import P2PWork
 from ddla.comm.ring import ring_bytes
 from ddla.comm.stats import CommStats
-from ddla.comm.transport import Transport
+
+if TYPE_CHECKING:
+    from ddla.comm.p2p import P2PWork
+    from ddla.comm.transport import Transport
+
+# The config (ddla.comm.config) imports this package for the link and clock tables; those are
+# plain Python. The Transport and P2PWork import torch (1.5 s), so they load on first use: the
+# launcher parses a run's config, and starts the warm agent server, before it pays for torch.
+_LAZY = {"P2PWork": "ddla.comm.p2p", "Transport": "ddla.comm.transport"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CLOCKS",

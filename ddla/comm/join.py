@@ -66,6 +66,14 @@ def join_env_group(backend: str, timeout_s: float) -> Any:
     try:
         store, rank, world_size = next(dist.rendezvous("env://", timeout=limit))
         store.set_timeout(limit)
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or "0"
+        if restart != "0":
+            # The elastic agent's c10d rendezvous hands every attempt the same TCPStore, and
+            # env:// adds no per-attempt prefix (it assumes a new store per retry): a
+            # restarted agent would read the failed attempt's keys, gloo's mesh addresses
+            # among them, and dial a peer that is gone (seen here: every restart of forked
+            # agents, 1 in 2 of spawned ones).
+            store = dist.PrefixStore(f"ddla-attempt-{restart}", store)
         # Mark this agent as arrived, so a join that times out can name who never did.
         store.set(f"ddla-joined/{rank}", "1")
         if backend == "nccl":

@@ -231,6 +231,13 @@ def launch(
         if result and report:
             write_run_report(out)
         return result or {}
+    from ddla import warm
+    from ddla.faults import survives
+
+    if cfg.launch.engine == "local" and not survives(cfg):
+        warm.start()  # the agents' imports run there while the preflight runs here
+    else:  # another engine, or the fault-tolerant supervisor, starts its own agents
+        warm.stop()
     if resume is None:
         plan = plan_fresh_out(out, force=force, scratch=scratch)
         if job_factory is None:

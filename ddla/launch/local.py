@@ -47,6 +47,7 @@ def run_local(
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from ddla import warm
     from ddla.agent import agent_main
     from ddla.faults import survives
     from ddla.testing import free_port
@@ -71,7 +72,7 @@ def run_local(
         # A failed agent restarts every agent from the last checkpoint (agent_main resumes).
         max_restarts=cfg.fault.max_restarts,
         monitor_interval=0.1,
-        start_method="spawn",
+        start_method=(method := warm.start_method()),
         local_addr="127.0.0.1",
         # Rank 0's stdout owns the console (progress bar); everything else goes to files
         # under logs/elastic so a failure prints one clean line, not N tracebacks.
@@ -81,8 +82,9 @@ def run_local(
         ),
     )
     try:
-        elastic_launch(launch_config, agent_main)(
-            cfg.to_dict(), job_factory, resume, faults, progress
+        context = warm.LauncherContext.capture() if method == "forkserver" else None
+        elastic_launch(launch_config, warm.call)(
+            context, agent_main, cfg.to_dict(), job_factory, resume, faults, progress
         )
     except ChildFailedError as exc:
         raise _agent_failure(out, exc) from None

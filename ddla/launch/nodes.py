@@ -137,6 +137,7 @@ def _launch_node(
     )
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from ddla import warm
     from ddla.launch.local import _agent_failure
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
@@ -156,7 +157,7 @@ def _launch_node(
         rdzv_configs=rdzv_configs,
         max_restarts=0,
         monitor_interval=0.1,
-        start_method="spawn",
+        start_method=(method := warm.start_method()),
         local_addr=plan.local_addr,
         logs_specs=DefaultLogsSpecs(
             log_dir=str(out / "logs" / "elastic"),
@@ -164,7 +165,9 @@ def _launch_node(
         ),
     )
     try:
-        return elastic_launch(launch_config, node_agent)(cfg.to_dict(), progress)
+        context = warm.LauncherContext.capture() if method == "forkserver" else None
+        entry = elastic_launch(launch_config, warm.call)
+        return entry(context, node_agent, cfg.to_dict(), progress)
     except ChildFailedError as exc:
         raise _agent_failure(out, exc) from None
     except RendezvousTimeoutError:

@@ -18,6 +18,7 @@ FAST = [
 def descendants(pid: int) -> list[int]:
     """Live (non-zombie) processes whose parent chain reaches ``pid``."""
     parents: dict[int, int] = {}
+    servers: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -32,13 +33,19 @@ def descendants(pid: int) -> list[int]:
         # multiprocessing's resource tracker lives as long as the test runner by design.
         if fields[0] != "Z" and b"resource_tracker" not in cmd:
             parents[int(entry.name)] = int(fields[1])
+        # The warm agent server (ddla/warm.py) also lives as long as the process that started
+        # it. The agents it forks are its children (with its command line): the walk goes
+        # through it, and only the server itself, whose parent is not one, is left out.
+        if b"multiprocessing.forkserver" in cmd:
+            servers.add(int(entry.name))
     found, frontier = [], [pid]
     while frontier:
         p = frontier.pop()
         kids = [c for c, pp in parents.items() if pp == p]
         found += kids
         frontier += kids
-    return found
+    server = {p for p in servers if parents.get(p) not in servers}
+    return [p for p in found if p not in server]
 
 
 def cli(
