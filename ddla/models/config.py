@@ -57,11 +57,13 @@ class ModelConfig:
     schedule: str = "gpipe"
     """Pipeline schedule: ``gpipe`` (all forwards, then all backwards) or ``1f1b``."""
     split: str = "auto"
-    """Where stages start: ``auto`` (balanced by parameter count) or the comma-separated names
-    of the modules that open stages 1..S-1 (e.g. ``"4,8"`` for a Sequential)."""
+    """Where stages start: ``auto`` (balanced by parameter count), ``time`` (balanced by each
+    layer's forward + backward time measured on a sample batch, agreed across agents) or the
+    comma-separated names of the modules that open stages 1..S-1 (e.g. ``"4,8"``)."""
     tensor_parallel: int = 1
     """Agents one replica's Linear layers are split across (Megatron pairs: column- then
-    row-parallel, one all-reduce per pair and direction)."""
+    row-parallel, one all-reduce per pair and direction); with ``stages`` too, each stage's
+    pairs are split over T agents (``replicas x stages x tensor_parallel`` agents)."""
 
     def __post_init__(self) -> None:
         check_choices(self, "model")
@@ -76,11 +78,6 @@ class ModelConfig:
             raise ConfigError(
                 f"model.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
                 help="--set model.schedule=gpipe or 1f1b",
-            )
-        if self.stages > 1 and self.tensor_parallel > 1:
-            raise ConfigError(
-                "model.stages > 1 with model.tensor_parallel > 1 is not supported",
-                help="use pipeline stages or tensor-parallel layers (each with replicas)",
             )
         if self.schedule == "1f1b" and self.stages > 1 and self.microbatches < self.stages:
             raise ConfigError(

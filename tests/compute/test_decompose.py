@@ -83,7 +83,7 @@ def test_a_model_that_is_not_sequential_is_refused() -> None:
          "does not divide data.batch_size=30"),
         (["agents=2", "model.stages=2", "model.schedule=1f1b", "model.microbatches=1"],
          "1f1b needs model.microbatches >= model.stages"),
-        (["agents=2", "model.stages=2", "model.tensor_parallel=2"], "not supported"),
+        (["agents=6", "model.stages=2", "model.tensor_parallel=2"], "agents=6 cannot form"),
         (["agents=2", "model.stages=2", "sync.strategy=fedavg", "fed.clients=4"], "is federated"),
         (["agents=2", "model.tensor_parallel=2", "security.enabled=true",
           "security.secret_file=k"], "secure aggregation"),
