@@ -119,3 +119,20 @@ def test_every_compute_is_registered_under_its_name() -> None:
     from ddla.compute import COMPUTES
 
     assert all(cls.name == name for name, cls in COMPUTES.items())
+
+
+def test_a_torch_whose_private_pipelining_api_changed_is_refused_in_one_line(monkeypatch) -> None:
+    from torch.distributed.pipelining import PipelineStage
+
+    from ddla.compute.pipeline import check_pipelining_api
+    from ddla.errors import DdlaError
+
+    check_pipelining_api()  # the installed torch: the API ddla's stage overrides
+    monkeypatch.setattr(PipelineStage, "_warmup_forward_vote", lambda self, votes: votes)
+    with pytest.raises(DdlaError, match=r"_warmup_forward_vote is now \('self', 'votes'\)") as e:
+        check_pipelining_api()
+    assert "\n" not in str(e.value) and "torch==2.13" in e.value.help
+    monkeypatch.undo()
+    monkeypatch.delattr(PipelineStage, "_warmup_backward_result")
+    with pytest.raises(DdlaError, match="_warmup_backward_result is missing"):
+        check_pipelining_api()
