@@ -48,6 +48,9 @@ class ModelConfig:
     """Transformer blocks (GPT only)."""
     heads: int = 4
     """Attention heads (GPT only; must divide ``hidden``)."""
+    tie: bool = True
+    """GPT only: the output projection is the token embedding (one weight); ``false`` gives
+    the head its own weight, which pipeline stages need (embedding and head on two agents)."""
     stages: int = 1
     """Pipeline stages: the model's layers cut into this many consecutive parts, one per agent
     of a replica (``torch.distributed.pipelining``)."""
@@ -78,6 +81,12 @@ class ModelConfig:
             raise ConfigError(
                 f"model.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
                 help="--set model.schedule=gpipe or 1f1b",
+            )
+        if self.name == "gpt" and self.tie and self.stages > 1:
+            raise ConfigError(
+                "model gpt ties its output projection to the token embedding, so its first and "
+                "last pipeline stage would share one weight",
+                help="set model.tie=false to split gpt into stages",
             )
         if self.schedule == "1f1b" and self.stages > 1 and self.microbatches < self.stages:
             raise ConfigError(

@@ -33,11 +33,15 @@ from ddla.errors import ConfigError
 
 
 def sequential_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The top-level ``(name, module)`` layers of a Sequential model, in order.
+    """The top-level ``(name, module)`` layers of a Sequential model, in order; or those a
+    model lists itself (``model.pipeline_layers()``, with ``model.pipeline_stage(names)``
+    building a stage: the zoo's ``gpt`` does).
 
     Raises:
-        ConfigError: the model is not an ``nn.Sequential`` (its forward may not be a chain).
+        ConfigError: the model is neither (its forward may not be a chain).
     """
+    if hasattr(model, "pipeline_layers") and not isinstance(model, nn.Sequential):
+        return list(model.pipeline_layers())
     if not isinstance(model, nn.Sequential):
         raise ConfigError(
             f"model decomposition needs an nn.Sequential, got {type(model).__name__}",
@@ -159,7 +163,10 @@ def plan_stages(
     return [names[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def stage_module(model: nn.Module, names: Sequence[str]) -> nn.Sequential:
-    """A Sequential of ``model``'s layers ``names`` under their own names (shared modules)."""
+def stage_module(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """A Sequential of ``model``'s layers ``names`` under their own names (shared modules),
+    or the stage a model builds itself (``model.pipeline_stage``)."""
+    if hasattr(model, "pipeline_stage") and not isinstance(model, nn.Sequential):
+        return model.pipeline_stage(list(names))
     children = dict(model.named_children())
     return nn.Sequential(OrderedDict((name, children[name]) for name in names))
