@@ -236,6 +236,7 @@ def train(
         # Loaded after the strategy is built: building it may synchronize the fresh model
         # (the periodic strategies broadcast rank 0's initial parameters), and a resumed agent
         # continues from its own, not yet synchronized, parameters.
+        layout.check_resumed(state["model"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         strategy.load_state_dict(state["strategy"])

@@ -26,12 +26,15 @@ Example::
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ddla.errors import ConfigError
+
+log = logging.getLogger("ddla.layout")
 
 if TYPE_CHECKING:
     from ddla.comm import Transport
@@ -65,6 +68,19 @@ class Layout:
     @property
     def decomposed(self) -> bool:
         return self.stages > 1 or self.tensor > 1
+
+    def check_resumed(self, state: dict[str, Any]) -> None:
+        """Refuse (one line) a checkpointed part that is not this agent's part now: with
+        ``model.split=time`` a resumed run measures the layers again and may cut elsewhere."""
+        if self.plan is None or set(state) == set(self.module.state_dict()):
+            return
+        split = ",".join(stage[0] for stage in self.plan[1:])
+        raise ConfigError(
+            f"the checkpoint of stage {self.stage} holds other layers than the stage plan of "
+            f"this run ({split}): the measured split (model.split=time) moved",
+            help="resume with model.split set to the checkpointed run's split points "
+            "(its summary.json decomposition.plan and agent logs name its plan)",
+        )
 
     def assemble(self) -> dict[str, torch.Tensor]:
         """The whole model's state: every agent's part, averaged over replicas (tag ``eval``).
@@ -185,6 +201,7 @@ def build_layout(
                 raise ValueError("model.split=time needs a sample batch to time the layers")
             times = agreed_layer_times(model, example, transport)
         plan = plan_stages(model, s_n, config.split, keep=pairs, times=times)
+        log.info("stage plan (model.split=%s): %s", config.split, plan)
 
     def ranks(r: int, s: int, t: int) -> int:
         return r * per + s * t_n + t
@@ -220,6 +237,7 @@ def layout_summary(
         "microbatches": config.model.microbatches if layout.stages > 1 else 1,
         "schedule": config.model.schedule if layout.stages > 1 else None,
         "split": config.model.split if layout.stages > 1 else None,
+        "plan": layout.plan,
     }
     if agents is not None:
         out["agents"] = agents

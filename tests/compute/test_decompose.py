@@ -136,3 +136,17 @@ def test_a_torch_whose_private_pipelining_api_changed_is_refused_in_one_line(mon
     monkeypatch.delattr(PipelineStage, "_warmup_backward_result")
     with pytest.raises(DdlaError, match="_warmup_backward_result is missing"):
         check_pipelining_api()
+
+
+def test_a_checkpoint_of_other_layers_is_refused_on_resume() -> None:
+    from ddla.compute.layout import Layout
+
+    model = _deep(depth=2)
+    plan = plan_stages(model, 2, "3")  # now: stage 0 = layers 0-2; checkpointed: 0-4
+    stage = stage_module(model, plan[0])
+    layout = Layout(1, 2, 1, 0, 0, 0, stage, None, None, plan=plan)  # type: ignore[arg-type]
+    layout.check_resumed(stage.state_dict())  # the same layers: fine
+    moved = stage_module(model, ["0", "1", "2", "3", "4"]).state_dict()
+    with pytest.raises(ConfigError, match="holds other layers than the stage plan") as info:
+        layout.check_resumed(moved)
+    assert "\n" not in str(info.value) and "model.split" in info.value.help

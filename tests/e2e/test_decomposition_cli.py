@@ -28,11 +28,12 @@ def test_pipeline_run_then_eval_of_the_assembled_model(
     res = cli("run", *sets, "--steps", "60", "--out", str(out), "--no-progress")
     assert res.returncode == 0, res.stderr
     summary = json.loads((out / "summary.json").read_text())
-    layout = {k: v for k, v in summary["decomposition"].items() if k != "agents"}
+    layout = {k: v for k, v in summary["decomposition"].items() if k not in ("agents", "plan")}
     assert layout == {
         "replicas": 1, "stages": 2, "tensor_parallel": 1, "microbatches": 4,
         "schedule": "1f1b", "split": "auto",
     }  # fmt: skip
+    assert len(summary["decomposition"]["plan"]) == 2  # each stage's layer names
     stages = [a["stage"] for a in summary["decomposition"]["agents"]]
     assert stages == [0, 1]
     assert summary["final"]["accuracy"] > 0.5  # one replica: half the samples of FAST
@@ -77,8 +78,8 @@ def test_two_torchrun_nodes_hold_one_stage_each(tmp_path: Path, no_leftover_proc
 
 def test_pipeline_example_with_named_split_points(tmp_path: Path, no_leftover_processes) -> None:
     res = subprocess.run(
-        [sys.executable, "examples/pipeline_model.py", "--agents", "2", "--steps", "60",
-         "--out", str(tmp_path / "pipe")],
+        [sys.executable, "examples/custom_model.py", "--agents", "2", "--stages", "2",
+         "--split", "hidden2", "--steps", "60", "--out", str(tmp_path / "pipe")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
         timeout=400, check=False,
     )  # fmt: skip
