@@ -88,3 +88,33 @@ def test_pipeline_example_with_named_split_points(tmp_path: Path, no_leftover_pr
     summary = json.loads((tmp_path / "pipe" / "summary.json").read_text())
     assert summary["model"] == "custom" and summary["decomposition"]["split"] == "hidden2"
     assert [a["stage"] for a in summary["decomposition"]["agents"]] == [0, 1]
+
+
+@pytest.mark.slow
+def test_the_python_api_pipeline_under_two_torchrun_nodes(
+    tmp_path: Path, no_leftover_processes
+) -> None:
+    """``ddla.Job`` with the user's nn.Sequential and a named split point, one stage per
+    torchrun node (the README's two-machine command, on loopback)."""
+    out = tmp_path / "api"
+    port, run_id = free_port(), f"ddla-test-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run",
+             "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+             "--rdzv-id", run_id, "--local-addr", "127.0.0.1",
+             "examples/custom_model.py", "--stages", "2", "--split", "hidden2",
+             "--steps", "60", "--out", str(out)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outputs = [node.communicate(timeout=400)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    summary = json.loads((out / "summary.json").read_text())
+    dec = summary["decomposition"]
+    assert dec["split"] == "hidden2" and dec["plan"][1][0] == "hidden2"
+    assert [a["stage"] for a in dec["agents"]] == [0, 1] and summary["model"] == "custom"
+    assert summary["final"]["accuracy"] > 0.7
