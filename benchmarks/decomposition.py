@@ -1,13 +1,14 @@
 """Model decomposition on Fashion-MNIST: pipeline stages, tensor parallelism, hybrids (issue 12).
 
 One invocation runs every layout side by side on the same deep MLP (``model.depth=8``, width
-128: nine Linear layers, 0.22 M parameters) and the same sample budget, through
+784: nine Linear layers, eight of them 784 x 784, 4.93 M parameters; chosen so that no layer
+dominates and whole-layer stages can reach 1/S of the memory) and the same sample budget, through
 ``ddla.testing.run_agents`` (real gloo agents, one spawn per agent count):
 
 - 1 agent (the whole model);
 - 2 and 4 pipeline stages, GPipe with M in {1, 4, 8} microbatches and 1F1B with M in {4, 8}
   (1F1B needs M >= S);
-- tensor parallel T=2;
+- tensor parallel T=2, and 2 stages x 2 shards (each stage's pairs split over 2 agents);
 - 2 replicas x 2 stages, with ``allreduce`` and with ``diloco``.
 
 For each: samples/s, per-agent parameter + optimizer-state bytes (largest agent, and against
@@ -43,7 +44,10 @@ BASE = [
     f"data.batch_size={BATCH}",
     "model.name=mlp",
     "model.depth=8",
-    "model.hidden=128",
+    # Width 784 = the input's, so the first Linear is the size of every hidden one: eight
+    # equal 784x784 layers (+ a 784x10 head), which whole-layer stages can balance at S=2
+    # and 4 (a narrower MLP's first layer, 784 x width, dominates and bounds S=4's memory).
+    "model.hidden=784",
     # AdamW for every layout (DiLoCo's inner optimizer too), so state bytes compare alike;
     # plain SGD barely moves a 9-layer ReLU MLP in this budget.
     "optim.name=adamw",
@@ -62,6 +66,9 @@ for _s in (2, 4):
                 _s, [f"model.stages={_s}", f"model.schedule={_sched}", f"model.microbatches={_m}"]
             )  # fmt: skip
 LAYOUTS["tp2"] = (2, ["model.tensor_parallel=2"])
+LAYOUTS["pp2xtp2"] = (
+    4, ["model.stages=2", "model.tensor_parallel=2", "model.microbatches=4", "model.schedule=1f1b"]
+)  # fmt: skip
 LAYOUTS["dp2xpp2-allreduce"] = (
     4, ["model.stages=2", "model.microbatches=4", "sync.strategy=allreduce"]
 )  # fmt: skip

@@ -119,7 +119,9 @@ def train(
     # This agent's role (replica / pipeline stage / tensor shard); without model.stages or
     # model.tensor_parallel every agent is a replica of the whole model.
     replicas = check_layout(config, world)
-    layout = build_layout(config.model, job.model, transport)
+    timed = config.model.split.strip() == "time" and not job.is_local  # a batch to time on
+    example = job.train[0][: config.data.batch_size] if timed else None  # type: ignore[index]
+    layout = build_layout(config.model, job.model, transport, example)
     federated = getattr(STRATEGIES[config.sync.strategy], "federated", False)
     share = parse_share(config.data.share)
     puller = None
@@ -234,6 +236,7 @@ def train(
         # Loaded after the strategy is built: building it may synchronize the fresh model
         # (the periodic strategies broadcast rank 0's initial parameters), and a resumed agent
         # continues from its own, not yet synchronized, parameters.
+        layout.check_resumed(state["model"])
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         strategy.load_state_dict(state["strategy"])

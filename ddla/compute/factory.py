@@ -50,12 +50,12 @@ def build_compute(
 
 def _pipeline(config, strategy, optimizer, loss, batch, train, layout) -> Compute:
     from ddla.compute.pipeline import PipelineCompute, boundary_shapes
-    from ddla.models.decompose import plan_stages, stage_module
+    from ddla.models.decompose import stage_module
 
     mc = config.model
-    assert layout.full is not None and layout.pipe is not None
-    plan = plan_stages(layout.full, mc.stages, mc.split)
-    stages = [stage_module(layout.full, names) for names in plan]
+    assert layout.full is not None and layout.pipe is not None and layout.plan is not None
+    # Shapes from the whole (unsharded) stages: a stage's output is whole on every shard.
+    stages = [stage_module(layout.full, names) for names in layout.plan]
     micro = config.data.batch_size // mc.microbatches
     example = train[0][:micro]
     shapes = boundary_shapes(stages, example)

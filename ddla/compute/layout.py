@@ -4,7 +4,8 @@
 ``r * (S * T) + s * T + t``, so one replica's agents are consecutive ranks (a pipeline or a
 tensor-parallel group on one machine when machines hold consecutive ranks). Groups:
 
-- ``pipe``: the stages of this replica (activations flow here);
+- ``pipe``: the stages of this replica holding shard t (activations flow here; with
+  ``T > 1`` a replica runs T such pipelines, each stage's output being whole on every shard);
 - ``tp``: the tensor shards of this replica's stage (partial sums are all-reduced here);
 - ``sync``: the agents holding the same stage and shard in every replica: the strategy's
   group (``allreduce``, ``local_sgd``, ``diloco``, compression included), over which their
@@ -25,12 +26,15 @@ Example::
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ddla.errors import ConfigError
+
+log = logging.getLogger("ddla.layout")
 
 if TYPE_CHECKING:
     from ddla.comm import Transport
@@ -58,10 +62,25 @@ class Layout:
     """The whole model (the job's), into which :meth:`assemble` loads the gathered parts."""
     dims: dict[str, int | None] = field(default_factory=dict)
     """Tensor-parallel split dimension of each full state key (None: whole)."""
+    plan: list[list[str]] | None = None
+    """Layer names of each pipeline stage (None: no stages), the same on every agent."""
 
     @property
     def decomposed(self) -> bool:
         return self.stages > 1 or self.tensor > 1
+
+    def check_resumed(self, state: dict[str, Any]) -> None:
+        """Refuse (one line) a checkpointed part that is not this agent's part now: with
+        ``model.split=time`` a resumed run measures the layers again and may cut elsewhere."""
+        if self.plan is None or set(state) == set(self.module.state_dict()):
+            return
+        split = ",".join(stage[0] for stage in self.plan[1:])
+        raise ConfigError(
+            f"the checkpoint of stage {self.stage} holds other layers than the stage plan of "
+            f"this run ({split}): the measured split (model.split=time) moved",
+            help="resume with model.split set to the checkpointed run's split points "
+            "(its summary.json decomposition.plan and agent logs name its plan)",
+        )
 
     def assemble(self) -> dict[str, torch.Tensor]:
         """The whole model's state: every agent's part, averaged over replicas (tag ``eval``).
@@ -143,9 +162,21 @@ def check_layout(config: RunConfig, world_size: int) -> int:
     return world_size // per_replica
 
 
-def build_layout(config: ModelConfig, model: torch.nn.Module, transport: Transport) -> Layout:
-    """This agent's :class:`Layout` over ``transport`` (the run-wide one; collective)."""
-    from ddla.compute.tensor_parallel import shard_dims, shard_sequential
+def build_layout(
+    config: ModelConfig,
+    model: torch.nn.Module,
+    transport: Transport,
+    example: torch.Tensor | None = None,
+) -> Layout:
+    """This agent's :class:`Layout` over ``transport`` (the run-wide one; collective).
+
+    ``example``: a sample batch, needed by ``model.split=time`` (each layer is timed on it).
+    With stages and tensor shards both, shard ``t`` of every stage of a replica forms one
+    pipeline (stage outputs are whole on every shard: no stage ends inside a pair), so the
+    ``S x T`` agents of a replica run T pipelines side by side, linked within each stage by
+    that stage's tensor-parallel group.
+    """
+    from ddla.compute.tensor_parallel import parallel_pairs, shard_dims, shard_sequential
     from ddla.models.decompose import plan_stages, stage_module
 
     world = transport.world_size
@@ -158,27 +189,41 @@ def build_layout(config: ModelConfig, model: torch.nn.Module, transport: Transpo
     replica, rest = divmod(rank, per)
     stage, shard = divmod(rest, t_n)
     # Checked before any group is made, on every agent alike.
-    plan = plan_stages(model, s_n, config.split) if s_n > 1 else None
     dims = shard_dims(model, t_n) if t_n > 1 else {}
+    pairs = parallel_pairs(model) if t_n > 1 else []
+    plan = None
+    if s_n > 1:
+        times = None
+        if config.split.strip() == "time":
+            from ddla.models.profile import agreed_layer_times
+
+            if example is None:
+                raise ValueError("model.split=time needs a sample batch to time the layers")
+            times = agreed_layer_times(model, example, transport)
+        plan = plan_stages(model, s_n, config.split, keep=pairs, times=times)
+        log.info("stage plan (model.split=%s): %s", config.split, plan)
 
     def ranks(r: int, s: int, t: int) -> int:
         return r * per + s * t_n + t
 
-    pipes = [[ranks(r, s, 0) for s in range(s_n)] for r in range(d_n)]
+    pipes = [[ranks(r, s, t) for s in range(s_n)] for r in range(d_n) for t in range(t_n)]
     tps = [[ranks(r, s, t) for t in range(t_n)] for r in range(d_n) for s in range(s_n)]
     syncs = [[ranks(r, s, t) for r in range(d_n)] for s in range(s_n) for t in range(t_n)]
     pipe = transport.split(pipes) if s_n > 1 else None
     tp = transport.split(tps) if t_n > 1 else None
     sync = transport.split(syncs)
+    module: torch.nn.Module = model
     if plan is not None:
-        module: torch.nn.Module = stage_module(model, plan[stage])
-    else:
-        assert tp is not None
-        module = shard_sequential(model, transport=tp)
+        module = stage_module(model, plan[stage])
+    if tp is not None:
+        names = {name for name, _ in module.named_children()}
+        mine = [(c, r) for c, r in pairs if c in names]
+        module = shard_sequential(module, transport=tp, pairs=mine)
     full = copy.deepcopy(model)
     return Layout(
-        d_n, s_n, t_n, replica, stage, shard, module, transport, sync, pipe, tp, full, dims
-    )
+        d_n, s_n, t_n, replica, stage, shard, module, transport, sync, pipe, tp, full, dims,
+        plan,
+    )  # fmt: skip
 
 
 def layout_summary(
@@ -192,6 +237,7 @@ def layout_summary(
         "microbatches": config.model.microbatches if layout.stages > 1 else 1,
         "schedule": config.model.schedule if layout.stages > 1 else None,
         "split": config.model.split if layout.stages > 1 else None,
+        "plan": layout.plan,
     }
     if agents is not None:
         out["agents"] = agents

@@ -30,14 +30,45 @@ import torch
 import torch.distributed as dist
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-from ddla.compute.base import Compute
-from ddla.compute.replica import Batch
+from ddla.compute.replica import Batch, OptimizerStep
+from ddla.errors import DdlaError
 
 if TYPE_CHECKING:
     from ddla.comm import P2PWork, Transport
     from ddla.sync import Strategy
 
 SCHEDULE_CLASSES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+
+#: The ``PipelineStage`` methods :class:`TransportStage` overrides, with their parameters. The
+#: two private ones (shape-inference vote of the schedule's first step) are torch internals:
+#: a torch whose methods differ would silently send raw messages around the Transport, or
+#: call ours with other arguments, so :func:`check_pipelining_api` refuses it up front.
+OVERRIDDEN = {
+    "get_fwd_recv_ops": ("self", "fwd_chunk_id"),
+    "get_bwd_recv_ops": ("self", "bwd_chunk_id"),
+    "get_fwd_send_ops": ("self", "fwd_chunk_id"),
+    "get_bwd_send_ops": ("self", "bwd_chunk_id"),
+    "_warmup_forward_vote": ("self", "has_backward", "received_acc"),
+    "_warmup_backward_result": ("self", "received_result"),
+}
+
+
+def check_pipelining_api() -> None:
+    """Refuse (one line) a torch whose ``PipelineStage`` lacks, or changed the parameters of,
+    a method :class:`TransportStage` overrides (checked with torch 2.13)."""
+    import inspect
+
+    for name, params in OVERRIDDEN.items():
+        method = getattr(PipelineStage, name, None)
+        got = tuple(inspect.signature(method).parameters) if method is not None else None
+        if got != params:
+            raise DdlaError(
+                f"torch {torch.__version__}: torch.distributed.pipelining.PipelineStage."
+                f"{name} is {'missing' if got is None else f'now {got}'}, not {params}: "
+                "ddla's pipeline stage overrides it and cannot run on this torch",
+                help="install the torch ddla's pipeline was checked with (torch==2.13.*), "
+                "or run without model.stages",
+            )
 
 
 class TransportStage(PipelineStage):
@@ -48,6 +79,7 @@ class TransportStage(PipelineStage):
     """
 
     def __init__(self, *args: Any, pipe: Transport, **kwargs: Any) -> None:
+        check_pipelining_api()
         super().__init__(*args, group=pipe.group, **kwargs)
         self.pipe = pipe
         self.pending: list[P2PWork] = []
@@ -86,6 +118,8 @@ class TransportStage(PipelineStage):
     # torch.distributed send/recv) on whether every stage has static shapes. Every ddla stage
     # is built with static shapes (boundary_shapes), so the vote's outcome is known on every
     # agent without the messages; answering locally keeps all traffic on the Transport.
+    # These two are private torch methods (torch 2.13): check_pipelining_api, called in
+    # __init__, refuses a torch whose methods differ, rather than leaking raw messages.
     def _warmup_forward_vote(self, has_backward: bool, received_acc: Any = None) -> torch.Tensor:
         return torch.ones(1, dtype=torch.int32)
 
@@ -123,7 +157,7 @@ def boundary_shapes(
     return out
 
 
-class PipelineCompute(Compute):
+class PipelineCompute(OptimizerStep):
     """Stage ``index`` of ``stages``: one schedule step over ``microbatches`` per training step.
 
     ``module`` is the stage (``strategy.train_model`` runs it: a DDP wrapper when stage replicas
@@ -162,10 +196,6 @@ class PipelineCompute(Compute):
         )
 
     @property
-    def model(self) -> torch.nn.Module:
-        return self.strategy.model
-
-    @property
     def first(self) -> bool:
         return self.index == 0
 
@@ -175,8 +205,12 @@ class PipelineCompute(Compute):
 
     def __call__(self, step: int) -> torch.Tensor:
         start = time.perf_counter()
-        x, y = self.batch(step)
-        self.optimizer.zero_grad(set_to_none=True)
+        loss = super().__call__(step)  # the strategy synchronizes this stage's replicas
+        self.step_s += time.perf_counter() - start
+        return loss
+
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The schedule's forwards and backwards of this stage over the microbatches."""
         losses: list[torch.Tensor] = []
         if self.first:
             self.schedule.step(x)
@@ -185,12 +219,10 @@ class PipelineCompute(Compute):
         else:
             self.schedule.step()
         self.stage.drain()
-        self.optimizer.step()  # the strategy synchronizes this stage's replicas in its post-hook
         loss = torch.stack(losses).mean().detach() if self.last else torch.zeros(())
         # Only the last stage knows the loss; the progress bar shows rank 0's (a control
         # message: 4 bytes, no training payload).
         self.pipe.broadcast(loss, src=self.stages - 1, tag="control")
-        self.step_s += time.perf_counter() - start
         return loss
 
     def summary(self) -> dict[str, Any]:

@@ -2,11 +2,14 @@
 
 The strategy decides what synchronization follows the step (its optimizer post-hook) and
 which module the forward runs through (``strategy.train_model``: a DDP wrapper for
-``allreduce``), so every data-parallel strategy shares this one step.
+``allreduce``), so every data-parallel strategy shares this one step. :class:`OptimizerStep`
+is the frame every gradient step shares (batch, zero grads, forward + backward, optimizer
+step); a pipeline stage replaces only its forward + backward with a schedule.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -20,7 +23,32 @@ if TYPE_CHECKING:
 Batch = tuple["torch.Tensor", "torch.Tensor"]
 
 
-class Replica(Compute):
+class OptimizerStep(Compute):
+    """One gradient step on ``batch(step)``: :meth:`forward_backward` leaves the gradients of
+    this agent's parameters and returns the loss; the optimizer step follows (the strategy
+    synchronizes in its step post-hook)."""
+
+    strategy: Strategy
+    optimizer: torch.optim.Optimizer
+    batch: Callable[[int], Batch]
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.strategy.model
+
+    @abstractmethod
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Gradients into this agent's parameters; the step's (detached) loss."""
+
+    def __call__(self, step: int) -> torch.Tensor:
+        x, y = self.batch(step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.forward_backward(x, y)
+        self.optimizer.step()  # the strategy synchronizes in its step post-hook
+        return loss
+
+
+class Replica(OptimizerStep):
     """Forward, loss, backward and optimizer step on ``batch(step)``."""
 
     name = "replica"
@@ -35,14 +63,7 @@ class Replica(Compute):
     ) -> None:
         self.strategy, self.optimizer, self.loss, self.batch = strategy, optimizer, loss, batch
 
-    @property
-    def model(self) -> torch.nn.Module:
-        return self.strategy.model
-
-    def __call__(self, step: int) -> torch.Tensor:
-        x, y = self.batch(step)
-        self.optimizer.zero_grad(set_to_none=True)
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = self.loss(self.strategy.train_model(x), y)
         loss.backward()
-        self.optimizer.step()  # the strategy synchronizes in its step post-hook
         return loss.detach()

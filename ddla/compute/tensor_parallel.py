@@ -132,7 +132,7 @@ def shard_dims(model: nn.Module, parts: int) -> dict[str, int | None]:
         ConfigError: no Linear pair to split, or a pair whose split size ``parts`` does not divide.
     """
     pairs = parallel_pairs(model)
-    if not pairs:
+    if not pairs:  # one line, whatever the model (a non-Sequential is refused by the caller)
         raise ConfigError(
             "model.tensor_parallel needs two Linear layers with only elementwise layers between "
             "them (column- then row-parallel); the model has none",
@@ -155,13 +155,20 @@ def shard_dims(model: nn.Module, parts: int) -> dict[str, int | None]:
     return dims
 
 
-def shard_sequential(model: nn.Module, *, transport: Transport) -> nn.Sequential:
+def shard_sequential(
+    model: nn.Module, *, transport: Transport, pairs: list[tuple[str, str]] | None = None
+) -> nn.Sequential:
     """This agent's shard of a Sequential ``model`` across the tensor-parallel group
     ``transport``: a Sequential with the same layer names (and state keys), each pair of
     :func:`parallel_pairs` replaced by column- and row-parallel layers. The other layers are
-    ``model``'s own modules."""
-    shard_dims(model, transport.world_size)  # refuses what cannot be split
-    pairs = parallel_pairs(model)
+    ``model``'s own modules.
+
+    ``pairs``: the pairs to split, when ``model`` is one pipeline stage of a larger model
+    (those of the whole model that lie in this stage, checked by :func:`shard_dims` on the
+    whole model; a stage may hold none and is then whole on every shard)."""
+    if pairs is None:
+        shard_dims(model, transport.world_size)  # refuses what cannot be split
+        pairs = parallel_pairs(model)
     cols = {c for c, _ in pairs}
     rows = {r for _, r in pairs}
     out = nn.Sequential()

@@ -48,6 +48,9 @@ class ModelConfig:
     """Transformer blocks (GPT only)."""
     heads: int = 4
     """Attention heads (GPT only; must divide ``hidden``)."""
+    tie: bool = True
+    """GPT only: the output projection is the token embedding (one weight); ``false`` gives
+    the head its own weight, which pipeline stages need (embedding and head on two agents)."""
     stages: int = 1
     """Pipeline stages: the model's layers cut into this many consecutive parts, one per agent
     of a replica (``torch.distributed.pipelining``)."""
@@ -57,11 +60,13 @@ class ModelConfig:
     schedule: str = "gpipe"
     """Pipeline schedule: ``gpipe`` (all forwards, then all backwards) or ``1f1b``."""
     split: str = "auto"
-    """Where stages start: ``auto`` (balanced by parameter count) or the comma-separated names
-    of the modules that open stages 1..S-1 (e.g. ``"4,8"`` for a Sequential)."""
+    """Where stages start: ``auto`` (balanced by parameter count), ``time`` (balanced by each
+    layer's forward + backward time measured on a sample batch, agreed across agents) or the
+    comma-separated names of the modules that open stages 1..S-1 (e.g. ``"4,8"``)."""
     tensor_parallel: int = 1
     """Agents one replica's Linear layers are split across (Megatron pairs: column- then
-    row-parallel, one all-reduce per pair and direction)."""
+    row-parallel, one all-reduce per pair and direction); with ``stages`` too, each stage's
+    pairs are split over T agents (``replicas x stages x tensor_parallel`` agents)."""
 
     def __post_init__(self) -> None:
         check_choices(self, "model")
@@ -77,10 +82,11 @@ class ModelConfig:
                 f"model.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
                 help="--set model.schedule=gpipe or 1f1b",
             )
-        if self.stages > 1 and self.tensor_parallel > 1:
+        if self.name == "gpt" and self.tie and self.stages > 1:
             raise ConfigError(
-                "model.stages > 1 with model.tensor_parallel > 1 is not supported",
-                help="use pipeline stages or tensor-parallel layers (each with replicas)",
+                "model gpt ties its output projection to the token embedding, so its first and "
+                "last pipeline stage would share one weight",
+                help="set model.tie=false to split gpt into stages",
             )
         if self.schedule == "1f1b" and self.stages > 1 and self.microbatches < self.stages:
             raise ConfigError(

@@ -33,11 +33,15 @@ from ddla.errors import ConfigError
 
 
 def sequential_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The top-level ``(name, module)`` layers of a Sequential model, in order.
+    """The top-level ``(name, module)`` layers of a Sequential model, in order; or those a
+    model lists itself (``model.pipeline_layers()``, with ``model.pipeline_stage(names)``
+    building a stage: the zoo's ``gpt`` does).
 
     Raises:
-        ConfigError: the model is not an ``nn.Sequential`` (its forward may not be a chain).
+        ConfigError: the model is neither (its forward may not be a chain).
     """
+    if hasattr(model, "pipeline_layers") and not isinstance(model, nn.Sequential):
+        return list(model.pipeline_layers())
     if not isinstance(model, nn.Sequential):
         raise ConfigError(
             f"model decomposition needs an nn.Sequential, got {type(model).__name__}",
@@ -46,7 +50,7 @@ def sequential_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return list(model.named_children())
 
 
-def balanced_split(weights: Sequence[int], parts: int) -> list[int]:
+def balanced_split(weights: Sequence[float], parts: int) -> list[int]:
     """Start index of each of ``parts`` contiguous, non-empty groups of ``weights`` that
     minimise the largest group's sum (ties: the latest cuts, so a parameter-free layer such as
     a ReLU stays in the stage of the layer before it).
@@ -58,12 +62,12 @@ def balanced_split(weights: Sequence[int], parts: int) -> list[int]:
     n = len(weights)
     if not 1 <= parts <= n:
         raise ValueError(f"cannot cut {n} layers into {parts} non-empty groups")
-    prefix = [0]
+    prefix: list[float] = [0.0]
     for w in weights:
-        prefix.append(prefix[-1] + int(w))
+        prefix.append(prefix[-1] + w)
     inf = float("inf")
     # best[k][i]: smallest possible largest sum when the first i layers form k groups.
-    best = [[inf] * (n + 1) for _ in range(parts + 1)]
+    best: list[list[float]] = [[inf] * (n + 1) for _ in range(parts + 1)]
     cut = [[0] * (n + 1) for _ in range(parts + 1)]
     best[0][0] = 0
     for k in range(1, parts + 1):
@@ -79,15 +83,27 @@ def balanced_split(weights: Sequence[int], parts: int) -> list[int]:
     return starts[::-1]
 
 
-def plan_stages(model: nn.Module, stages: int, split: str = "auto") -> list[list[str]]:
+def plan_stages(
+    model: nn.Module,
+    stages: int,
+    split: str = "auto",
+    *,
+    keep: Sequence[tuple[str, str]] = (),
+    times: Sequence[float] | None = None,
+) -> list[list[str]]:
     """Module names held by each of ``stages`` stages of a Sequential ``model``.
 
-    ``split`` is ``auto`` (balanced by parameter count) or comma-separated module names, each
-    the first layer of stages 1..S-1, in order.
+    ``split`` is ``auto`` (balanced by parameter count), ``time`` (balanced by ``times``, the
+    measured seconds of each layer: see :func:`ddla.models.profile.agreed_layer_times`) or
+    comma-separated module names, each the first layer of stages 1..S-1, in order. ``keep``:
+    spans ``(first, last)`` of layers that must stay in one stage (tensor-parallel pairs,
+    whose split activation may not cross a stage boundary); automatic splits cut only
+    between them.
 
     Raises:
-        ConfigError: more stages than layers, a split point that names no layer, split points
-            out of order or of the wrong number.
+        ConfigError: more stages than layers (or than spans to cut between), a split point
+            that names no layer, split points out of order or of the wrong number, a split
+            point inside a kept span.
     """
     layers = sequential_layers(model)
     names = [name for name, _ in layers]
@@ -96,9 +112,25 @@ def plan_stages(model: nn.Module, stages: int, split: str = "auto") -> list[list
             f"model.stages={stages} but the model has only {len(layers)} layers",
             help=f"use model.stages <= {len(layers)}",
         )
-    if split.strip() in ("", "auto"):
-        weights = [sum(p.numel() for p in m.parameters()) for _, m in layers]
-        starts = balanced_split(weights, stages)
+    # No stage may start strictly inside a kept span.
+    inside = {i for a, b in keep for i in range(names.index(a) + 1, names.index(b) + 1)}
+    mode = split.strip()
+    if mode in ("", "auto", "time"):
+        if mode == "time":
+            if times is None or len(times) != len(layers):
+                raise ValueError("split=time needs one measured time per layer")
+            weights: list[float] = [float(t) for t in times]
+        else:
+            weights = [float(sum(p.numel() for p in m.parameters())) for _, m in layers]
+        cuts = [i for i in range(len(names)) if i not in inside]  # where a stage may start
+        if stages > len(cuts):
+            raise ConfigError(
+                f"model.stages={stages} but the model has only {len(cuts)} places to start a "
+                "stage outside tensor-parallel pairs",
+                help=f"use model.stages <= {len(cuts)}",
+            )
+        units = [sum(weights[a:b]) for a, b in itertools.pairwise([*cuts, len(names)])]
+        starts = [cuts[i] for i in balanced_split(units, stages)]
     else:
         points = [p.strip() for p in split.split(",") if p.strip()]
         if len(points) != stages - 1:
@@ -120,11 +152,21 @@ def plan_stages(model: nn.Module, stages: int, split: str = "auto") -> list[list
                 "previous (and not the first layer)",
                 help=f"layers are {', '.join(names)}",
             )
+        cut_in = [names[i] for i in starts if i in inside]
+        if cut_in:
+            raise ConfigError(
+                f"model.split: {', '.join(cut_in)} is inside a tensor-parallel pair (column- "
+                "then row-parallel Linear), whose split activation cannot leave its stage",
+                help="start stages at a pair's first Linear or after its second",
+            )
     bounds = [*starts, len(names)]
     return [names[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-def stage_module(model: nn.Module, names: Sequence[str]) -> nn.Sequential:
-    """A Sequential of ``model``'s layers ``names`` under their own names (shared modules)."""
+def stage_module(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """A Sequential of ``model``'s layers ``names`` under their own names (shared modules),
+    or the stage a model builds itself (``model.pipeline_stage``)."""
+    if hasattr(model, "pipeline_stage") and not isinstance(model, nn.Sequential):
+        return model.pipeline_stage(list(names))
     children = dict(model.named_children())
     return nn.Sequential(OrderedDict((name, children[name]) for name in names))

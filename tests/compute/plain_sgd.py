@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.job import job_from_config
+from ddla.tasks import resolve_partition
 
 
-def reference(config: RunConfig, steps: int, replicas: int = 1) -> dict[str, torch.Tensor]:
+def reference(
+    config: RunConfig,
+    steps: int,
+    replicas: int = 1,
+    after_step: Callable[[int, torch.nn.Module], None] | None = None,
+) -> dict[str, torch.Tensor]:
     """Plain single-process SGD of the whole model on every replica's batch, concatenated
-    (what all-reduce of equal-sized batches' mean gradients computes)."""
+    (what all-reduce of equal-sized batches' mean gradients computes), with the task's loss;
+    ``after_step(done, model)`` after each step."""
     job = job_from_config(config)
     x, y = job.train
-    parts = partition(config.data.partition, y.numpy(), replicas, config.train.seed)
+    spec = resolve_partition(config.data.partition, job.task_spec)
+    parts = partition(spec, job.partition_labels.numpy(), replicas, config.train.seed)
     streams = [
         AgentBatches(p, batch_size=config.data.batch_size, seed=config.train.seed, rank=r)
         for r, p in enumerate(parts)
@@ -23,6 +33,8 @@ def reference(config: RunConfig, steps: int, replicas: int = 1) -> dict[str, tor
     for step in range(steps):
         idx = torch.cat([torch.from_numpy(s.batch(step)) for s in streams])
         opt.zero_grad()
-        torch.nn.functional.cross_entropy(job.model(x[idx]), y[idx]).backward()
+        job.loss(job.model(x[idx]), y[idx]).backward()
         opt.step()
+        if after_step is not None:
+            after_step(step + 1, job.model)
     return dict(job.model.state_dict())

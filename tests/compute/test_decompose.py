@@ -83,7 +83,7 @@ def test_a_model_that_is_not_sequential_is_refused() -> None:
          "does not divide data.batch_size=30"),
         (["agents=2", "model.stages=2", "model.schedule=1f1b", "model.microbatches=1"],
          "1f1b needs model.microbatches >= model.stages"),
-        (["agents=2", "model.stages=2", "model.tensor_parallel=2"], "not supported"),
+        (["agents=6", "model.stages=2", "model.tensor_parallel=2"], "agents=6 cannot form"),
         (["agents=2", "model.stages=2", "sync.strategy=fedavg", "fed.clients=4"], "is federated"),
         (["agents=2", "model.tensor_parallel=2", "security.enabled=true",
           "security.secret_file=k"], "secure aggregation"),
@@ -119,3 +119,34 @@ def test_every_compute_is_registered_under_its_name() -> None:
     from ddla.compute import COMPUTES
 
     assert all(cls.name == name for name, cls in COMPUTES.items())
+
+
+def test_a_torch_whose_private_pipelining_api_changed_is_refused_in_one_line(monkeypatch) -> None:
+    from torch.distributed.pipelining import PipelineStage
+
+    from ddla.compute.pipeline import check_pipelining_api
+    from ddla.errors import DdlaError
+
+    check_pipelining_api()  # the installed torch: the API ddla's stage overrides
+    monkeypatch.setattr(PipelineStage, "_warmup_forward_vote", lambda self, votes: votes)
+    with pytest.raises(DdlaError, match=r"_warmup_forward_vote is now \('self', 'votes'\)") as e:
+        check_pipelining_api()
+    assert "\n" not in str(e.value) and "torch==2.13" in e.value.help
+    monkeypatch.undo()
+    monkeypatch.delattr(PipelineStage, "_warmup_backward_result")
+    with pytest.raises(DdlaError, match="_warmup_backward_result is missing"):
+        check_pipelining_api()
+
+
+def test_a_checkpoint_of_other_layers_is_refused_on_resume() -> None:
+    from ddla.compute.layout import Layout
+
+    model = _deep(depth=2)
+    plan = plan_stages(model, 2, "3")  # now: stage 0 = layers 0-2; checkpointed: 0-4
+    stage = stage_module(model, plan[0])
+    layout = Layout(1, 2, 1, 0, 0, 0, stage, None, None, plan=plan)  # type: ignore[arg-type]
+    layout.check_resumed(stage.state_dict())  # the same layers: fine
+    moved = stage_module(model, ["0", "1", "2", "3", "4"]).state_dict()
+    with pytest.raises(ConfigError, match="holds other layers than the stage plan") as info:
+        layout.check_resumed(moved)
+    assert "\n" not in str(info.value) and "model.split" in info.value.help

@@ -28,11 +28,12 @@ def test_pipeline_run_then_eval_of_the_assembled_model(
     res = cli("run", *sets, "--steps", "60", "--out", str(out), "--no-progress")
     assert res.returncode == 0, res.stderr
     summary = json.loads((out / "summary.json").read_text())
-    layout = {k: v for k, v in summary["decomposition"].items() if k != "agents"}
+    layout = {k: v for k, v in summary["decomposition"].items() if k not in ("agents", "plan")}
     assert layout == {
         "replicas": 1, "stages": 2, "tensor_parallel": 1, "microbatches": 4,
         "schedule": "1f1b", "split": "auto",
     }  # fmt: skip
+    assert len(summary["decomposition"]["plan"]) == 2  # each stage's layer names
     stages = [a["stage"] for a in summary["decomposition"]["agents"]]
     assert stages == [0, 1]
     assert summary["final"]["accuracy"] > 0.5  # one replica: half the samples of FAST
@@ -77,8 +78,8 @@ def test_two_torchrun_nodes_hold_one_stage_each(tmp_path: Path, no_leftover_proc
 
 def test_pipeline_example_with_named_split_points(tmp_path: Path, no_leftover_processes) -> None:
     res = subprocess.run(
-        [sys.executable, "examples/pipeline_model.py", "--agents", "2", "--steps", "60",
-         "--out", str(tmp_path / "pipe")],
+        [sys.executable, "examples/custom_model.py", "--agents", "2", "--stages", "2",
+         "--split", "hidden2", "--steps", "60", "--out", str(tmp_path / "pipe")],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
         timeout=400, check=False,
     )  # fmt: skip
@@ -87,3 +88,33 @@ def test_pipeline_example_with_named_split_points(tmp_path: Path, no_leftover_pr
     summary = json.loads((tmp_path / "pipe" / "summary.json").read_text())
     assert summary["model"] == "custom" and summary["decomposition"]["split"] == "hidden2"
     assert [a["stage"] for a in summary["decomposition"]["agents"]] == [0, 1]
+
+
+@pytest.mark.slow
+def test_the_python_api_pipeline_under_two_torchrun_nodes(
+    tmp_path: Path, no_leftover_processes
+) -> None:
+    """``ddla.Job`` with the user's nn.Sequential and a named split point, one stage per
+    torchrun node (the README's two-machine command, on loopback)."""
+    out = tmp_path / "api"
+    port, run_id = free_port(), f"ddla-test-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run",
+             "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+             "--rdzv-id", run_id, "--local-addr", "127.0.0.1",
+             "examples/custom_model.py", "--stages", "2", "--split", "hidden2",
+             "--steps", "60", "--out", str(out)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in (0, 1)
+    ]  # fmt: skip
+    outputs = [node.communicate(timeout=400)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    summary = json.loads((out / "summary.json").read_text())
+    dec = summary["decomposition"]
+    assert dec["split"] == "hidden2" and dec["plan"][1][0] == "hidden2"
+    assert [a["stage"] for a in dec["agents"]] == [0, 1] and summary["model"] == "custom"
+    assert summary["final"]["accuracy"] > 0.7
