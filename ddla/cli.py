@@ -191,6 +191,14 @@ def run(
     timing: Annotated[
         bool, typer.Option("--timing", help="Print where the start-up time went, by phase.")
     ] = False,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile",
+            help="Record torch.profiler traces with ddla's spans under OUT/profile/ "
+            "(steps 0:20; choose with --set profile.steps=A:B).",
+        ),
+    ] = False,
 ) -> None:
     """Train with N agents on this machine (4 agents on mnist1d by default)."""
     from ddla.launch import launch, write_run_report
@@ -200,6 +208,7 @@ def run(
         out=out,
         tensorboard="true" if tensorboard else None,
         **{
+            "profile.enabled": "true" if profile else None,
             "launch.engine": launcher,
             "sync.strategy": strategy,
             "data.dataset": dataset,
