@@ -300,11 +300,15 @@ def train(
         with bar:
             bar.update(start)
             for step in range(start, steps):
+                if profile is not None:  # opens the window, outside the step's timing
+                    profile.begin(step)
                 timer.begin_step()
                 if schedule is not None:
                     schedule.apply(step)
                 loss = compute(step) if profile is None else profile.step(step, compute)
                 timer.end_step()
+                if profile is not None:  # closes and exports it, outside the timing
+                    profile.end(step)
                 startup.mark("first_step")
                 done = step + 1
                 if faults is not None:

@@ -1,7 +1,9 @@
 """One agent's profiling window: start torch.profiler at step A, stop after step B-1, export.
 
-The agent loop hands each step to :meth:`ProfileSession.step`; everything about profiling
-stays here, so the loop gains two lines and a run without ``--profile`` builds no session and
+The agent loop calls :meth:`ProfileSession.begin`, :meth:`~ProfileSession.step` and
+:meth:`~ProfileSession.end` around each step (opening and exporting outside the step's timing,
+so ``compute_s`` and ``train_s`` never include them); everything about profiling stays here, so
+the loop gains a few lines and a run without ``--profile`` builds no session and
 imports no ``torch.profiler``.
 
 When the window opens, every agent starts its profiler and passes one barrier on the run's
@@ -14,7 +16,9 @@ Example (one agent; ``ddla run --profile`` does this on every agent)::
 
     session = ProfileSession(config.profile, transport, out=Path("runs/x"), total_steps=100)
     for step in range(100):
-        loss = session.step(step, compute)
+        session.begin(step)                 # opens the window at step A
+        loss = session.step(step, compute)  # a ddla.compute span in the window
+        session.end(step)                   # closes and exports it after step B-1
     session.close()
 """
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,17 +80,22 @@ class ProfileSession:
         self._done = False
         self._facts: dict[str, Any] = {}
 
-    def step(self, step: int, compute: Callable[[int], torch.Tensor]) -> torch.Tensor:
-        """Run ``compute(step)`` inside a ``ddla.compute`` span (in the window)."""
+    def begin(self, step: int) -> None:
+        """Before step ``step`` (outside its timing): open the window when it starts here."""
         if self._prof is None and not self._done and self.start <= step < self.stop:
             self._open(step)
+
+    def step(self, step: int, compute: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """Run ``compute(step)``, inside a ``ddla.compute`` span while the window is open."""
         if self._prof is None:
             return compute(step)
         with self.spans.span("ddla.compute", step=step):
-            loss = compute(step)
-        if step + 1 >= self.stop:
+            return compute(step)
+
+    def end(self, step: int) -> None:
+        """After step ``step`` (outside its timing): close and export the window there."""
+        if self._prof is not None and step + 1 >= self.stop:
             self._close(step + 1)
-        return loss
 
     def _open(self, step: int) -> None:
         import torch
@@ -119,6 +129,7 @@ class ProfileSession:
         log.info("profiling steps %d to %d", step, self.stop - 1)
 
     def _close(self, end_step: int) -> None:
+        started = time.perf_counter()
         self.spans.active = False
         prof, self._prof, self._done = self._prof, None, True
         prof.stop()
@@ -131,6 +142,8 @@ class ProfileSession:
         records = self.spans.take()
         unmatched = enrich(trace, records)
         self._facts |= {"end_step": end_step, "spans": len(records), "unmatched_spans": unmatched}
+        # Stopping the profiler and writing the trace (not in any step's time).
+        self._facts["export_s"] = round(time.perf_counter() - started, 4)
         trace["ddla"] = self._facts
         _write_json(self.out / f"agent{rank}.json", trace)
         transport = self._run_wide()
