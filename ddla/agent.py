@@ -50,6 +50,7 @@ from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.metrics.timer import AgentTimer
 from ddla.models import save_model
 from ddla.optim import LrSchedule, build_optimizer
+from ddla.profile.session import ProfileSession, attach_spans
 from ddla.runfiles import (
     METRICS,
     RUN_FILE,
@@ -291,16 +292,26 @@ def train(
         description=f"{config.sync.strategy} x{world}",
         enabled=progress and rank == 0,
     )
+    run_wide = lambda: elastic.transport if elastic is not None else transport  # noqa: E731
+    profile = (
+        ProfileSession(config.profile, transport, out=out, total_steps=steps, run_wide=run_wide,
+                       strategy=config.sync.strategy)
+        if config.profile.enabled else None
+    )  # fmt: skip
     startup.mark("ready")
     try:
         with bar:
             bar.update(start)
             for step in range(start, steps):
+                if profile is not None:  # opens the window, outside the step's timing
+                    profile.begin(step)
                 timer.begin_step()
                 if schedule is not None:
                     schedule.apply(step)
-                loss = compute(step)
+                loss = compute(step) if profile is None else profile.step(step, compute)
                 timer.end_step()
+                if profile is not None:  # closes and exports it, outside the timing
+                    profile.end(step)
                 startup.mark("first_step")
                 done = step + 1
                 if faults is not None:
@@ -339,6 +350,8 @@ def train(
             # The same line on every machine: compare them to check all agents ended alike.
             log.info("final model sha256 %s", state_sha256(evaluator.merged_state))
     finally:
+        if profile is not None:
+            profile.close()
         strategy.close()
         if sink is not None:
             sink.close()
@@ -451,6 +464,7 @@ def agent_main(
         raise
     startup.mark("joined")
     transport.emulate_links(config.comm.link, config.comm.link_overrides, clock=config.comm.clock)
+    attach_spans(config.profile, transport)  # before any subgroup: they share its spans
     _setup_logging(out, transport.rank)
     heartbeat = Heartbeat(transport.store, rank=transport.rank, world_size=transport.world_size)
     heartbeat.start()

@@ -192,6 +192,14 @@ def run(
     timing: Annotated[
         bool, typer.Option("--timing", help="Print where the start-up time went, by phase.")
     ] = False,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile",
+            help="Record torch.profiler traces with ddla's spans under OUT/profile/ "
+            "(steps 0:20; choose with --set profile.steps=A:B).",
+        ),
+    ] = False,
 ) -> None:
     """Train with N agents on this machine (4 agents on mnist1d by default)."""
     if launcher in (None, "local") and "TORCHELASTIC_RUN_ID" not in os.environ:
@@ -205,6 +213,7 @@ def run(
         out=out,
         tensorboard="true" if tensorboard else None,
         **{
+            "profile.enabled": "true" if profile else None,
             "launch.engine": launcher,
             "sync.strategy": strategy,
             "data.dataset": dataset,

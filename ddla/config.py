@@ -33,6 +33,7 @@ from ddla.faults import FaultConfig, check_faults
 from ddla.fed.config import FedConfig, check_fed
 from ddla.models.config import ModelConfig, check_decomposition
 from ddla.optim import OptimConfig
+from ddla.profile.config import ProfileConfig
 from ddla.security.config import SecurityConfig, check_run
 from ddla.sync.config import SyncConfig
 
@@ -138,6 +139,7 @@ class RunConfig:
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     fed: FedConfig = field(default_factory=FedConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
+    profile: ProfileConfig = field(default_factory=ProfileConfig)
 
     def __post_init__(self) -> None:
         if self.agents < 1:
@@ -149,6 +151,8 @@ class RunConfig:
         check_fed(self)
         check_faults(self)
         check_decomposition(self)
+        if self.profile.enabled and self.train.steps is not None:
+            self.profile.window(total_steps=self.train.steps)  # a window past the run's end
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -167,7 +171,10 @@ class RunConfig:
                     f"malformed override {item!r}",
                     help="write overrides as --set section.key=value",
                 )
-            _set_path(values, key.strip().split("."), yaml.safe_load(raw) if raw else "")
+            value = yaml.safe_load(raw) if raw else ""
+            if isinstance(value, int) and ":" in raw:  # YAML 1.1 sexagesimal: 3:9 reads 189
+                value = raw.strip()
+            _set_path(values, key.strip().split("."), value)
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:

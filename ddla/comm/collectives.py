@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ddla.comm.clock import Clock
     from ddla.comm.emulation import LinkEmulator
     from ddla.comm.stats import CommStats
+    from ddla.profile.spans import Spans
 
 REDUCE_OPS = ("sum", "avg", "max", "min")
 #: Extra time Work.wait() allows over a collective's own timeout, so that the backend's
@@ -59,10 +60,11 @@ class Collectives:
     clock: Clock
     _pg: Any
     _closed: bool
+    spans: Spans | None
     _links: LinkEmulator | None
     _link_tags: frozenset[str]
     _run: Callable[..., Any]
-    _begin: Callable[[str], float]
+    _begin: Callable[[str], Any]
     _end: Callable[..., None]
     _failure: Callable[..., Any]
     _limit: Callable[[float | None], float]
@@ -136,13 +138,18 @@ class Collectives:
             # Through the seam's second half; runs before any waiter wakes, so the stats are
             # complete when the caller resumes. Link time was paid by the wrapped future.
             value = fut.value()
-            self._end("all_reduce", tag, sent, received, start, nbytes=nbytes, charge=False)
+            self._end(
+                "all_reduce", tag, sent, received, start, nbytes=nbytes, charge=False,
+                modelled_s=0.0 if links is None else links.cost("all_reduce", nbytes),
+            )  # fmt: skip
             return value
 
         def finish(fut: torch.futures.Future) -> torch.Tensor:
             try:
                 value = fut.value()
             except RuntimeError as exc:
+                if start.span is not None:  # a failed call closes its profiler span too
+                    self.spans.end(start.span, tag=tag, error=type(exc).__name__)
                 raise self._failure(exc, "all_reduce", tag, limit) from exc
             return value[0] if isinstance(value, list) else value
 

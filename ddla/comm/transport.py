@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import torch.distributed as dist
 
@@ -51,7 +51,17 @@ from ddla.comm.stats import CommStats
 from ddla.comm.subgroup import Lineage, Subgroups
 from ddla.errors import CommError, ConfigError, DdlaError
 
+if TYPE_CHECKING:
+    from ddla.profile.spans import SpanRecord, Spans
+
 T = TypeVar("T")
+
+
+class _Start(NamedTuple):
+    """What the seam's first half hands its second: the clock reading and the open span."""
+
+    at: float
+    span: SpanRecord | None
 
 
 def _check_timeout(timeout_s: float) -> float:
@@ -126,6 +136,8 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
         self._links: LinkEmulator | None = None
         self._table: LinkTable | None = None
         self._link_tags: frozenset[str] = frozenset()
+        #: ddla's profiler spans while a run profiles (:mod:`ddla.profile`); None: no spans.
+        self.spans: Spans | None = None
 
     def emulate_links(
         self,
@@ -247,10 +259,13 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
         start = self._begin(op)
         try:
             result = fn()
-        except DdlaError:
+        except BaseException as exc:
+            if start.span is not None:  # a failed call closes its profiler span too
+                self.spans.end(start.span, tag=tag, error=type(exc).__name__)  # type: ignore[union-attr]
+            if isinstance(exc, RuntimeError) and not isinstance(exc, DdlaError):
+                # includes torch.distributed.DistError subclasses
+                raise self._failure(exc, op, tag, timeout_s, peer=peer, where=where) from exc
             raise
-        except RuntimeError as exc:  # includes torch.distributed.DistError subclasses
-            raise self._failure(exc, op, tag, timeout_s, peer=peer, where=where) from exc
         if isinstance(result, _Measured):
             if result.peer is not None:
                 peer = result.peer
@@ -260,12 +275,17 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
         )
         return result
 
-    def _begin(self, op: str) -> float:
-        """First half of the seam: refuse a closed Transport, read the clock."""
+    def _begin(self, op: str) -> _Start:
+        """First half of the seam: refuse a closed Transport, read the clock, and while a
+        profile records (:attr:`spans`), open the op's ``ddla.comm.<op>`` span."""
         if self._closed:
             note, hint = self._closed_why
             raise CommError(f"{op} called on a closed Transport{note}", help=hint)
-        return self.clock.now()
+        spans = self.spans
+        return _Start(
+            self.clock.now(),
+            None if spans is None else spans.begin(f"ddla.comm.{op}", op=op),
+        )
 
     def _failure(
         self,
@@ -288,27 +308,37 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
         tag: str,
         sent: int,
         received: int,
-        start: float,
+        start: _Start,
         *,
         nbytes: int = 0,
         peer: int | None = None,
         root: int | None = None,
         charge: bool = True,
         calls: int = 1,
+        modelled_s: float = 0.0,
     ) -> None:
-        """Second half of the seam: charge the op's link time, record bytes and seconds.
+        """Second half of the seam: charge the op's link time, record bytes and seconds,
+        close the op's profiler span (with its bytes, peer and modelled link seconds).
 
         ``charge=False`` when the link time was already paid elsewhere (an async op's future
-        completes only once its modelled transfer is done).
+        completes only once its modelled transfer is done; ``modelled_s`` says how much).
         """
+        modelled = modelled_s
         if charge and self._links is not None and tag in self._link_tags:
-            self._links.charge(
+            modelled = self._links.charge(
                 op,
                 nbytes,
                 src=root if op == "broadcast" else (peer if op == "recv" else None),
                 dst=peer if op == "send" else None,
             )
-        self.stats.record(op, tag, sent, received, self.clock.now() - start, calls=calls)
+        self.stats.record(op, tag, sent, received, self.clock.now() - start.at, calls=calls)
+        if start.span is not None:
+            self.spans.end(  # type: ignore[union-attr]
+                start.span, tag=tag, bytes_sent=sent, bytes_received=received,
+                peer=None if peer is None else self._global_ranks[peer],
+                root=None if root is None else self._global_ranks[root],
+                group=self._global_ranks, link_modelled_s=modelled, calls=calls,
+            )  # fmt: skip
 
     def _group_name(self) -> str:
         ranks = self._global_ranks
@@ -352,6 +382,7 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
         )
         child.stats = self.stats  # one account per agent: a subgroup's bytes are the agent's
         child.clock = self.clock
+        child.spans = self.spans
         child._link_tags = self._link_tags
         if self._table is not None:
             child._table = self._table.restricted(ranks)

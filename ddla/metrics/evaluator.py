@@ -95,6 +95,13 @@ class Evaluator:
         return row | metrics | {"samples": len(y)}, counts
 
     def __call__(self, step: int, model: torch.nn.Module, timer: AgentTimer) -> dict[str, Any]:
+        spans = getattr(self.transport, "spans", None)
+        if spans is None or not spans.active:
+            return self._evaluate(step, model, timer)
+        with spans.span("ddla.eval", step=step):  # a profile shows evaluation as such
+            return self._evaluate(step, model, timer)
+
+    def _evaluate(self, step: int, model: torch.nn.Module, timer: AgentTimer) -> dict[str, Any]:
         shared = self.job.test
         own = shared if shared is not None else self.site_test
         nc = self.job.num_classes

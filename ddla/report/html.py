@@ -12,6 +12,7 @@ from typing import Any
 
 from ddla.report.plots import label_of, time_rows
 from ddla.report.rundir import RunData
+from ddla.report.timeline import load_timeline, timeline_rows
 
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -39,7 +40,38 @@ FIGURES = (
     ("by_bytes.png", "Loss and accuracy vs bytes sent"),
     ("time_split.png", "Per-agent time: compute, communication, waiting"),
     ("membership.png", "Agents in the run over time (lost and rejoined agents)"),
+    ("timeline.png", "Profiled window: per-agent timeline of compute, communication, waiting"),
 )
+
+_PROFILE_KEYS = ("compute_s", "eval_s", "comm_s", "wait_s", "link_modelled_s", "link_measured_s",
+                 "bytes_sent", "bytes_received")  # fmt: skip
+
+
+def _profile_section(run: RunData) -> str:
+    """The profiled window's per-agent figures (none when the run did not profile)."""
+    data = load_timeline(run.path)
+    if data is None:
+        return ""
+    head = "".join(f"<th>{k}</th>" for k in _PROFILE_KEYS)
+    body = "".join(
+        f"<tr><td>{r['rank']}</td>"
+        + "".join(
+            f'<td class="num" data-key="profile.{r["rank"]}.{k}">{_fmt(r.get(k))}</td>'
+            for k in _PROFILE_KEYS
+        )
+        + "</tr>"
+        for r in timeline_rows(data)
+    )
+    a, b = data["window"]
+    how = html.escape(str((data.get("alignment") or {}).get("rule", "")))
+    return (
+        f"<h2>Profile (steps {a} to {b - 1})</h2>"
+        f"<p>Traces: <code>profile/agentN.json</code>, all agents on one axis in "
+        f"<code>profile/merged.json</code> (Perfetto, chrome://tracing); clocks: {how}. "
+        "Link time measured is the time in training transfers once waiting for the last "
+        "member of a collective is taken out; modelled is what the link model charged.</p>"
+        f'<table id="profile"><tr><th>agent</th>{head}</tr>{body}</table>'
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -148,6 +180,7 @@ def render(run: RunData, pngs: dict[str, bytes]) -> str:
 <h2>Per agent</h2>
 <table><tr><th>agent</th><th>wall_s</th><th>compute_s</th><th>comm_s</th><th>waiting_s</th></tr>
 {agent_rows}</table>
+{_profile_section(run)}
 <h2>Plots</h2>{figures}
 {config}
 <script>{_SCRIPT}</script>

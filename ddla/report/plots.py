@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ddla.report.rundir import RunData
+from ddla.report.timeline import load_timeline, timeline_figure
 
 #: (file name, metrics.jsonl key on the x axis, axis label, scale applied to the values)
 CURVES: tuple[tuple[str, str, str, float], ...] = (
@@ -150,10 +151,14 @@ def membership(run: RunData) -> Figure | None:
 
 
 def draw_all(run: RunData) -> dict[str, bytes]:
-    """Every plot of the run as PNG bytes, by file name (membership.png after a fault)."""
+    """Every plot of the run as PNG bytes, by file name (membership.png after a fault,
+    timeline.png when it profiled)."""
     out = {name: _png(curves(run, key, label, scale)) for name, key, label, scale in CURVES}
     out["time_split.png"] = _png(time_split(run))
     members = membership(run)
     if members is not None:
         out["membership.png"] = _png(members)
+    profile = load_timeline(run.path)
+    if profile is not None:
+        out["timeline.png"] = _png(timeline_figure(profile))
     return out

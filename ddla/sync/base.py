@@ -86,7 +86,12 @@ class Strategy:
 
     def _on_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.local_step += 1
-        self.after_step()
+        spans = getattr(self.transport, "spans", None)
+        if spans is None or not spans.active:
+            self.after_step()
+            return
+        with spans.span(f"ddla.sync.{self.name}", step=self.local_step):
+            self.after_step()  # a profile's sync span: every strategy's, from this one hook
 
     def after_step(self) -> None:
         """Synchronize after an optimizer step, if this step calls for it."""

@@ -53,3 +53,22 @@ def test_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> N
     _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,2000", url)
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 20_000  # a blank page is a few KB
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_profiled_run_report_shows_the_timeline(profiled_run_dir: Path, tmp_path: Path) -> None:
+    """A real profiled run (tests/profile_run.py): the timeline decodes, its numbers are there."""
+    import json
+
+    page = write_report(profiled_run_dir)
+    url = page.resolve().as_uri()
+    dom = _chromium(tmp_path, "--dump-dom", url).stdout
+    match = re.search(r'<body[^>]*data-images-rendered="(\d+)"', dom)
+    assert match is not None, dom[:500]
+    assert int(match.group(1)) == 5  # the four plots and the timeline
+    assert re.search(r'<img[^>]*id="timeline"', dom)
+    assert "Profile (steps 0 to 19)" in dom
+    summary = json.loads((profiled_run_dir / "summary.json").read_text())
+    for agent in summary["comm"]["per_agent"]:
+        cell = re.search(rf'data-key="profile\.{agent["rank"]}\.bytes_sent">([\d,]+)<', dom)
+        assert cell is not None and int(cell.group(1).replace(",", "")) == agent["bytes_sent"]
