@@ -100,7 +100,7 @@ class AgentSecurity:
                     self.audit.append("deny", peer=peer, share=len(labels), reason=decision.reason)
                 raise AccessDeniedError(
                     f"data.share: agent {self.session.rank}'s policy does not let agent {peer} "
-                    f"take its {len(labels)} shared samples ({decision.reason})",
+                    f"take its {len(labels)} shared {kind} ({decision.reason})",
                     help=f"grant peers '*' kind {kind} of these classes with max_samples at "
                     "least the shared count in security.policy, or drop data.share",
                 )
