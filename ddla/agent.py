@@ -39,7 +39,8 @@ from ddla.compute.layout import agents_report, build_layout, check_layout, layou
 from ddla.config import RunConfig
 from ddla.data import AgentBatches, partition
 from ddla.data.cache import take_rows
-from ddla.data.sharing import parse_share
+from ddla.data.preprocess.run import extract_features, prepare
+from ddla.data.sharing import parse_share, share_kind
 from ddla.data.sources import agree_job
 from ddla.errors import CheckpointError, ConfigError, DdlaError
 from ddla.faults import summary_entries, survives
@@ -49,6 +50,7 @@ from ddla.metrics.evaluator import Evaluator, build_summary
 from ddla.metrics.tensorboard import TeeSink, TensorBoardSink
 from ddla.metrics.timer import AgentTimer
 from ddla.models import save_model
+from ddla.models.fusion.agents import save_agent_model
 from ddla.optim import LrSchedule, build_optimizer
 from ddla.profile.session import ProfileSession, attach_spans
 from ddla.runfiles import (
@@ -126,6 +128,7 @@ def train(
     federated = getattr(STRATEGIES[config.sync.strategy], "federated", False)
     share = parse_share(config.data.share)
     puller = None
+    extract_features(job, config)  # Job(preprocess=...): features replace raw inputs from here
     site_test = job.site_test
     if job.is_local:  # each agent's own data: nothing to partition, agree on it first
         if layout.decomposed:  # stages/shards of one replica must see the same batches
@@ -162,8 +165,9 @@ def train(
         shard = partition(spec, job.partition_labels.numpy(), replicas, tc.seed)[replica]
         if share and security is not None:
             x_train, y_train, shard = security.share_pool(
-                x_train, y_train, shard, fraction=share, seed=tc.seed
-            )
+                x_train, y_train, shard, fraction=share, seed=tc.seed,
+                kind=share_kind(config.data.share),
+            )  # fmt: skip
         if config.data.pull_every and security is not None:
             puller = security.puller(
                 x=x_train,
@@ -192,6 +196,12 @@ def train(
     steps = budget.steps
     if callable(site_test):
         site_test = site_test(rank)
+    prep = prepare(
+        job, config, transport, x_train=x_train, shard=shard, site_test=site_test,
+        layout=layout, protection=protection,
+    )  # fmt: skip
+    if prep is not None:  # data.preprocess: one transform fitted on all shards, applied here
+        x_train, site_test, layout = prep.x_train, prep.site_test, prep.layout
     batches = AgentBatches(
         shard, batch_size=config.data.batch_size, seed=tc.seed, rank=layout.replica
     )
@@ -357,6 +367,9 @@ def train(
             sink.close()
         if security is not None:
             security.close()
+    transform = prep.transform if prep is not None else None
+    if tc.keep_agent_models:  # this agent's own final model, for ddla merge
+        save_agent_model(out, rank, model, job, transform=transform, samples=len(shard))
     # The reporting agent: rank 0 of the run, or of the last membership after a change.
     if (elastic.transport.rank if elastic is not None else rank) != 0:
         return None
@@ -367,7 +380,13 @@ def train(
         input_shape=job.input_shape,
         classes=tuple(job.classes or ()),
         dataset=job.name,
-        extra={"strategy": config.sync.strategy, "agents": world, "task": job.task},
+        extra={
+            "strategy": config.sync.strategy,
+            "agents": world,
+            "task": job.task,
+            "samples": train_size,
+        },
+        preprocess=transform,
     )
     summary = build_summary(config, job, evaluator, steps, out, replicas=replicas)
     summary["model_path"] = str(model_path)

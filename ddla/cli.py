@@ -7,6 +7,7 @@ ddla join --rendezvous 10.0.0.1:29400 --nodes 2 --agents-per-node 2 --config run
 ddla run --launcher ray --agents 2 --dataset digits      (or spark, dask; local is the default)
 ddla partition --dataset digits --agents 8 --partition dirichlet:0.3
 ddla eval runs/latest/model.safetensors --dataset mnist1d
+ddla merge runs/a runs/b --method greedy-soup --out merged/
 ddla report runs/latest --tensorboard
 ddla bench --strategy allreduce --strategy diloco,sync.every=250 --link wan-100 --target 0.88
 ddla keygen --out run.key
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ddla.commands.merge import merge_cmd
 from ddla.errors import DdlaError
 
 app = typer.Typer(
@@ -393,34 +395,25 @@ def eval_cmd(
 ) -> None:
     """Evaluate a saved model on a dataset's test set (a classifier: accuracy, precision,
     recall, F1; a language model: loss, perplexity, next-token accuracy)."""
-    from ddla.data import load_dataset
-    from ddla.errors import DataError
+    from ddla.commands.testdata import model_test_set
     from ddla.models import load_model
     from ddla.tasks import get_task
 
-    module, meta = load_model(model_path)
-    name = dataset or meta["dataset"]
+    module, meta = load_model(model_path)  # an ensemble (ddla merge) loads as one module
     task = get_task(meta.get("task", "classification"))
-    context = meta["input_shape"][0] if task.name == "lm" else 128
-    ds = load_dataset(name, root=root, size=size, seed=seed, context=context)
-    if tuple(ds.input_shape) != tuple(meta["input_shape"]) or ds.num_classes != meta["num_classes"]:
-        raise DataError(
-            f"model expects inputs {tuple(meta['input_shape'])} and {meta['num_classes']} classes; "
-            f"{name} has {tuple(ds.input_shape)} and {ds.num_classes}",
-            help=f"evaluate on the dataset it was trained on ({meta['dataset']})",
-        )
-    if getattr(ds, "task", "classification") != task.name:
-        raise DataError(
-            f"model is a {task.name} model but {name} is a {getattr(ds, 'task', 'classification')} "
-            "dataset",
-            help=f"evaluate on the dataset it was trained on ({meta['dataset']})",
-        )
-    m = task.evaluate(module, ds.x_test, ds.y_test, num_classes=ds.num_classes)
-    table = Table(title=f"{model_path} on {name} ({len(ds.y_test)} test samples)")
+    # Through the model's saved data.preprocess transform, as it was trained.
+    name, x, y, num_classes = model_test_set(
+        model_path, meta, dataset=dataset, root=root, size=size, seed=seed
+    )
+    m = task.evaluate(module, x, y, num_classes=num_classes)
+    table = Table(title=f"{model_path} on {name} ({len(y)} test samples)")
     table.add_column("metric")
     table.add_column("value", justify="right")
     _metric_rows(table, m)
     console.print(table)
+
+
+app.command("merge")(guarded(merge_cmd))  # body in ddla/commands/merge.py
 
 
 @app.command("report")

@@ -28,10 +28,12 @@ import yaml
 
 from ddla.comm.config import CommConfig
 from ddla.data.config import DataConfig
+from ddla.data.preprocess import check_preprocess
 from ddla.errors import ConfigError
 from ddla.faults import FaultConfig, check_faults
 from ddla.fed.config import FedConfig, check_fed
 from ddla.models.config import ModelConfig, check_decomposition
+from ddla.models.fusion.check import check_keep_agent_models
 from ddla.optim import OptimConfig
 from ddla.profile.config import ProfileConfig
 from ddla.security.config import SecurityConfig, check_run
@@ -55,6 +57,9 @@ class TrainConfig:
     """Seed for the model's initial weights, the partition and the batch order."""
     eval_agents: bool = True
     """Also evaluate each agent's own model (not only the merged global one)."""
+    keep_agent_models: bool = False
+    """Also write each agent's own final model as ``OUT/agents/agentN.safetensors`` (+ .json),
+    the inputs of ``ddla merge``."""
 
     def __post_init__(self) -> None:
         if self.steps is not None and self.steps < 1:
@@ -153,6 +158,8 @@ class RunConfig:
         check_decomposition(self)
         if self.profile.enabled and self.train.steps is not None:
             self.profile.window(total_steps=self.train.steps)  # a window past the run's end
+        check_preprocess(self)
+        check_keep_agent_models(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

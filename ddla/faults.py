@@ -112,6 +112,9 @@ def _unsupported(config: RunConfig) -> str | None:
         return "a decomposed model (model.stages / model.tensor_parallel) needs every stage"
     if getattr(config.data, "source", None) is not None:
         return "per-agent data (data.source) is agreed once, among the agents that started"
+    if getattr(config.data, "preprocess", "none") != "none":
+        # A restarted agent would fit it alone, on its own shard, and hold another transform.
+        return "data.preprocess is fitted once, among the agents that started"
     return None
 
 

@@ -42,6 +42,7 @@ Split = tuple[torch.Tensor, torch.Tensor]
 PerAgent = Callable[[int], Split]
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+FeatureFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass(kw_only=True)
@@ -82,6 +83,13 @@ class Job:
     """Set when the agents already agreed on their data (``data.source``)."""
     local: bool = False
     """``train`` is already this agent's own data (built by :func:`site_job`)."""
+    preprocess: FeatureFn | None = None
+    """Feature extraction ``x -> features`` every agent applies to its own data (train, test,
+    site test) before anything else, e.g. a frozen pretrained encoder; ``data.preprocess``
+    statistics are then fitted on the features and ``data.share=features:F`` shares them
+    instead of raw samples. The model takes the features' shape."""
+    feature_shape: tuple[int, ...] | None = None
+    """Set by the run once ``data.preprocess`` changed the model's input shape (``pca:K``)."""
 
     def __post_init__(self) -> None:
         spec = get_task(self.task)
@@ -149,6 +157,8 @@ class Job:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        if self.feature_shape is not None:
+            return self.feature_shape
         if self.agreement is not None:
             return self.agreement.input_shape
         if callable(self.train):

@@ -52,8 +52,13 @@ class DataConfig:
     batch_size: int = 32
     """Samples per agent per step."""
     share: str = "none"
-    """Data shared before training: ``none`` or ``shared:FRACTION`` (each agent gives that
-    fraction of its shard to a pool replicated to all; needs ``security.enabled``)."""
+    """Data shared before training: ``none``, ``shared:FRACTION`` (each agent gives that
+    fraction of its shard to a pool replicated to all; needs ``security.enabled``) or
+    ``features:FRACTION`` (the same pool of the Job's extracted features, never raw samples;
+    the owners' policy must grant kind ``features``)."""
+    preprocess: str = "none"
+    """Transform fitted on all agents' shards from moments only: ``none``, ``standardize``,
+    ``minmax``, ``pca:K`` or ``pca:K:whiten`` (saved with the model; ``ddla eval`` applies it)."""
     pull_every: int = 0
     """Every N steps each agent pulls samples of the classes it lacks from its peers, as the
     owners' ``security.policy`` allows (0 = never; needs ``security.enabled``)."""
@@ -93,6 +98,9 @@ class DataConfig:
         from ddla.data.sharing import parse_share
 
         parse_share(self.share)
+        from ddla.data.preprocess import parse_preprocess
+
+        parse_preprocess(self.preprocess)
         if self.pull_every < 0 or self.pull_count < 1:
             raise ConfigError(
                 f"data.pull_every must be >= 0 and data.pull_count >= 1, got "

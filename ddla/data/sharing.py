@@ -49,7 +49,10 @@ TAG = "data"
 
 
 def parse_share(spec: str) -> float:
-    """``"none"`` -> 0.0; ``"shared:F"`` -> F with 0 < F < 1. Raises ConfigError otherwise."""
+    """``"none"`` -> 0.0; ``"shared:F"`` or ``"features:F"`` -> F with 0 < F < 1.
+
+    Raises ConfigError otherwise. :func:`share_kind` says which of the two it is.
+    """
     if spec in ("none", ""):
         return 0.0
     name, _, arg = spec.partition(":")
@@ -57,12 +60,19 @@ def parse_share(spec: str) -> float:
         fraction = float(arg)
     except ValueError:
         fraction = -1.0
-    if name != "shared" or not 0.0 < fraction < 1.0:
+    if name not in ("shared", "features") or not 0.0 < fraction < 1.0:
         raise ConfigError(
             f"data.share: cannot read {spec!r}",
-            help="use none or shared:FRACTION with 0 < FRACTION < 1, e.g. shared:0.05",
+            help="use none, shared:FRACTION or features:FRACTION with 0 < FRACTION < 1, "
+            "e.g. shared:0.05",
         )
     return fraction
+
+
+def share_kind(spec: str) -> str:
+    """The policy kind a ``data.share`` pool carries: ``features`` for ``features:F``, else
+    ``samples``."""
+    return "features" if spec.startswith("features:") else "samples"
 
 
 def contribution(indices: np.ndarray, fraction: float, *, seed: int, rank: int) -> np.ndarray:

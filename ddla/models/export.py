@@ -21,7 +21,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -30,6 +30,9 @@ from safetensors.torch import load_file, save_file
 from ddla.errors import ConfigError, DataError
 from ddla.models.config import ModelConfig
 from ddla.models.zoo import build_model
+
+if TYPE_CHECKING:
+    from ddla.data.preprocess.transform import Transform
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -47,11 +50,14 @@ def save_model(
     classes: tuple[str, ...] | list[str],
     dataset: str,
     extra: dict[str, Any] | None = None,
+    preprocess: Transform | None = None,
 ) -> Path:
     """Write ``path`` (safetensors) and its ``.json`` sidecar atomically; return ``path``.
 
     ``model_config`` is None for a user's own module: the weights are saved, and ``load_model``
-    then needs the module passed in.
+    then needs the module passed in. A ``preprocess`` transform (``data.preprocess``) is
+    written next to it as ``<stem>.preprocess.safetensors`` and named in the ``.json``
+    (``input_shape`` is then the transform's output, the model's input).
     """
     path = Path(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -65,6 +71,9 @@ def save_model(
         "dataset": dataset,
         **(extra or {}),
     }
+    if preprocess is not None:
+        side = preprocess.save(path.with_name(path.stem + ".preprocess.safetensors"))
+        meta["preprocess"] = {**preprocess.describe(), "file": side.name}
     _atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     os.replace(tmp, path)
     return path
@@ -97,13 +106,33 @@ def load_model(
                 f"{path} holds a custom model",
                 help="build your module and pass it: load_model(path, module)",
             )
-        module = build_model(
-            ModelConfig(**meta["architecture"]),
-            input_shape=tuple(meta["input_shape"]),
-            num_classes=int(meta["num_classes"]),
-        )
+        members = int((meta.get("ensemble") or {}).get("members", 0))
+        modules = [
+            build_model(
+                ModelConfig(**meta["architecture"]),
+                input_shape=tuple(meta["input_shape"]),
+                num_classes=int(meta["num_classes"]),
+            )
+            for _ in range(max(members, 1))
+        ]
+        if members:  # ddla merge --method ensemble: the mean of the members' probabilities
+            from ddla.models.fusion.ensemble import Ensemble
+
+            module = Ensemble(modules)
+        else:
+            module = modules[0]
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise DataError(f"{path} does not match its architecture: {exc}") from exc
     return module, meta
+
+
+def load_preprocess(path: str | Path, meta: dict[str, Any]) -> Transform | None:
+    """The transform saved with the model at ``path`` (None when it was trained without one)."""
+    info = meta.get("preprocess")
+    if not info:
+        return None
+    from ddla.data.preprocess.transform import Transform
+
+    return Transform.load(Path(path).with_name(info["file"]))

@@ -57,8 +57,12 @@ class AgentSecurity:
         *,
         fraction: float,
         seed: int,
+        kind: str = "samples",
     ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
         """Contribute ``fraction`` of this shard to the shared pool and train on the pool too.
+
+        ``kind="features"`` (``data.share=features:F``): ``x`` already holds the Job's
+        extracted features, and the policy must grant peers kind ``features``.
 
         Returns ``(x', y', shard')``: the training tensors with the peers' contributions
         appended and this agent's index array extended to cover them.
@@ -66,13 +70,13 @@ class AgentSecurity:
         from ddla.data.sharing import contribution, exchange_pool
 
         mine = torch.from_numpy(contribution(shard, fraction, seed=seed, rank=self.session.rank))
-        self._check_share(y[mine])
+        self._check_share(y[mine], kind=kind)
         px, py = exchange_pool(self.transport, self.envelope, x[mine], y[mine], audit=self.audit)
         extra = np.arange(len(y), len(y) + len(py), dtype=np.int64)
         log.info("shared %d samples, received a pool of %d", len(mine), len(py))
         return torch.cat([x, px]), torch.cat([y, py]), np.concatenate([shard, extra])
 
-    def _check_share(self, labels: torch.Tensor) -> None:
+    def _check_share(self, labels: torch.Tensor, *, kind: str = "samples") -> None:
         """Refuse to share unless this owner's policy lets every peer take these samples.
 
         The same rules as pulls (kind ``samples``, the classes shared, ``max_samples``), so a
@@ -89,15 +93,15 @@ class AgentSecurity:
             if peer == self.session.rank:
                 continue
             decision = enforcer.decide(
-                requester=peer, kind="samples", classes=classes, count=len(labels)
+                requester=peer, kind=kind, classes=classes, count=len(labels)
             )
             if decision.granted < len(labels):
                 if self.audit is not None:
                     self.audit.append("deny", peer=peer, share=len(labels), reason=decision.reason)
                 raise AccessDeniedError(
                     f"data.share: agent {self.session.rank}'s policy does not let agent {peer} "
-                    f"take its {len(labels)} shared samples ({decision.reason})",
-                    help="grant peers '*' kind samples of these classes with max_samples at "
+                    f"take its {len(labels)} shared {kind} ({decision.reason})",
+                    help=f"grant peers '*' kind {kind} of these classes with max_samples at "
                     "least the shared count in security.policy, or drop data.share",
                 )
 
