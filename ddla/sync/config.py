@@ -13,6 +13,9 @@ from ddla.errors import ConfigError
 #: tolerates less drift: H=20). See docs/benchmarks.md for the measured accuracy.
 DEFAULT_EVERY = {"allreduce": 1, "local_sgd": 20, "diloco": 100, "streaming_diloco": 100}
 
+#: Strategies whose synchronization can run on a communication thread (``sync.background``).
+BACKGROUND_STRATEGIES = ("local_sgd", "diloco", "streaming_diloco")
+
 #: ``sync.quantized_reduce`` values; see :func:`ddla.aggregate.compressed_mean`.
 QUANTIZED_REDUCE = ("scatter", "gather")
 
@@ -54,9 +57,16 @@ class SyncConfig:
     fragments: int = 4
     """``streaming_diloco``: number of fragments P; each sync moves about 1/P of the model."""
     overlap: int = 0
-    """``streaming_diloco``: inner steps τ between sending a fragment and applying its result."""
+    """``diloco``/``streaming_diloco``: inner steps τ between sending a fragment (the whole
+    model for ``diloco``: the one-step-delayed outer update) and applying its result; the
+    transfer runs in the background meanwhile (``sync.background``)."""
+    background: str = choice("auto", ("auto", "on", "off"), noun="sync.background value")
+    """Send pseudo-gradients on a communication thread over a second process group while the
+    agent keeps training (:mod:`ddla.comm.background`): ``auto`` when ``sync.overlap`` > 0,
+    ``on`` also with overlap 0 (sent and awaited at once: the same result as ``off``),
+    ``off``: the transfer blocks the agent, its result is still held back τ steps."""
     mix: float = 0.5
-    """``streaming_diloco`` with overlap > 0: the applied fragment is ``mix * local +
+    """``diloco``/``streaming_diloco`` with overlap > 0: the applied fragment is ``mix * local +
     (1 - mix) * global`` (α in the paper); with overlap 0 the global value replaces the local."""
 
     def __post_init__(self) -> None:
@@ -87,3 +97,16 @@ class SyncConfig:
             )
         if not 0 <= self.mix < 1:
             raise ConfigError(f"sync.mix must be in [0, 1), got {self.mix}")
+        if self.background == "on" and self.strategy not in BACKGROUND_STRATEGIES:
+            raise ConfigError(
+                f"sync.background=on does not apply to sync.strategy={self.strategy}",
+                help=f"background synchronization is for {', '.join(BACKGROUND_STRATEGIES)}; "
+                "leave sync.background=auto",
+            )
+
+    @property
+    def in_background(self) -> bool:
+        """Whether the periodic strategies send on a communication thread."""
+        if self.strategy not in BACKGROUND_STRATEGIES:
+            return False
+        return self.background == "on" or (self.background == "auto" and self.overlap > 0)
