@@ -34,7 +34,7 @@ from ddla.fed.config import FedConfig, check_fed
 from ddla.models.config import ModelConfig, check_decomposition
 from ddla.optim import OptimConfig
 from ddla.security.config import SecurityConfig, check_run
-from ddla.sync.config import SyncConfig
+from ddla.sync.config import SyncConfig, check_background
 
 
 @dataclass(kw_only=True, slots=True)
@@ -149,6 +149,7 @@ class RunConfig:
         check_fed(self)
         check_faults(self)
         check_decomposition(self)
+        check_background(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

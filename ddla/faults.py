@@ -112,6 +112,11 @@ def _unsupported(config: RunConfig) -> str | None:
         return "a decomposed model (model.stages / model.tensor_parallel) needs every stage"
     if getattr(config.data, "source", None) is not None:
         return "per-agent data (data.source) is agreed once, among the agents that started"
+    if config.sync.in_background:
+        return (
+            "background synchronization (sync.background, on with sync.overlap > 0) keeps a "
+            "second process group that a new membership does not rebuild yet"
+        )
     return None
 
 

@@ -17,7 +17,7 @@ communication thread over a second process group (:class:`~ddla.comm.background.
 BackgroundChannel`) while the agent keeps training: the pseudo-gradient is computed when the
 fragment is due, the outer step runs when its mean has arrived and is needed (τ steps later),
 then the merge. The outer step of one fragment reads and writes only that fragment's global
-copy and momentum, so the parameters are bitwise those of ``sync.background=off`` (where the
+copy and momentum, so the parameters are bitwise those of ``sync.background=never`` (where the
 transfer blocks and the result is held back). BatchNorm-like buffers averaged with fragment 0
 are those of the send step, written at the apply step. A checkpoint waits for the transfers in
 flight and saves their outer steps, in the same format as the blocking path.
@@ -81,7 +81,7 @@ class PeriodicOuterSync(Strategy):
             raise ConfigError(
                 "sync.background cannot run secure aggregation or the audit log on a "
                 "communication thread (their round counters and chain are the training thread's)",
-                help="set sync.background=off with security.enabled",
+                help="set sync.background=never with security.enabled",
             )
         self.channel = BackgroundChannel(self.transport)
         # The same compressor object: its error-feedback state is only touched by the jobs.
@@ -114,7 +114,7 @@ class PeriodicOuterSync(Strategy):
             raise ConfigError(
                 "sync.background with a membership that changes (fault.survive) is not "
                 "supported: the second process group is not rebuilt among survivors",
-                help="set sync.background=off, or fault.survive=never",
+                help="set sync.background=never, or fault.survive=never",
             )
         step = self.local_step
         due_now = due_fragments(step=step, every=self.every, fragments=len(self.fragments))

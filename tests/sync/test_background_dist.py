@@ -36,7 +36,7 @@ EQUAL_CASES = {
 def _both_ways(transport) -> dict[str, object]:
     out: dict[str, object] = {}
     for name, kwargs in EQUAL_CASES.items():
-        for mode in ("off", "on"):
+        for mode in ("never", "always"):
             before = transport.stats.totals("train")
             run = run_library(transport, SyncConfig(**kwargs, background=mode), 11)
             after = transport.stats.totals("train")
@@ -53,7 +53,7 @@ def test_background_equals_blocking_bitwise_and_the_delayed_update_replays():
     results = run_agents(_both_ways, 3, timeout_s=240)
     for rank, got in enumerate(results):
         for name in EQUAL_CASES:
-            off, on = got[f"{name}|off"], got[f"{name}|on"]
+            off, on = got[f"{name}|never"], got[f"{name}|always"]
             assert on["bytes"] == off["bytes"] and on["bytes"][0] > 0, name
             for step, (a, b) in enumerate(zip(off["history"], on["history"], strict=True)):
                 for x, y in zip(a, b, strict=True):
@@ -116,7 +116,7 @@ def _timed(transport, overlap: int, background: str) -> tuple[float, float]:
 def _clock_cases(transport) -> dict[str, tuple[float, float]]:
     return {
         f"{tau}|{mode}": _timed(transport, tau, mode)
-        for tau, mode in ((0, "off"), (1, "off"), (0, "on"), (1, "on"), (3, "on"))
+        for tau, mode in ((0, "never"), (1, "never"), (0, "always"), (1, "always"), (3, "always"))
     }
 
 
@@ -132,7 +132,8 @@ def test_overlap_clock_charges_only_what_compute_did_not_cover():
     tau1 = compute + (syncs - 1) * (transfer - COMPUTE_S) + transfer
     tau3 = compute + transfer
     for got in run_agents(_clock_cases, 2, timeout_s=180):
-        want = {"0|off": blocking, "1|off": blocking, "0|on": blocking, "1|on": tau1, "3|on": tau3}
+        want = {"0|never": blocking, "1|never": blocking, "0|always": blocking,
+                "1|always": tau1, "3|always": tau3}  # fmt: skip
         for key, expected in want.items():
             step_time, comm = got[key]
             assert step_time == pytest.approx(expected, rel=1e-9, abs=1e-9), key
