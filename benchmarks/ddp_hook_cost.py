@@ -1,10 +1,16 @@
-"""What a Python DDP communication hook costs against DDP's built-in C++ all-reduce.
+"""What a Python DDP communication hook costs against DDP's built-in C++ all-reduce, and
+ddla's compressed hooks against PyTorch's own.
 
-Three DDP replicas of the same MLP share one gloo group of N real agents: built-in
-all-reduce (no hook), ddla's Transport hook, and PyTorch's own Python ``allreduce_hook``.
-They train alternately in 30-step blocks, so machine noise hits all three alike; the figure is
-forward+backward time per step (slowest agent). This is why ``allreduce`` takes the built-in
-path when nothing needs to see the gradients.
+DDP replicas of the same MLP share one gloo group of N real agents: built-in all-reduce (no
+hook), ddla's Transport hook and PyTorch's Python ``allreduce_hook``; then ddla's
+``sync.compress`` hooks (``ddla.sync.allreduce._compressed_hook`` through an Aggregator) for
+fp16, bf16 and PowerSGD rank 2 beside PyTorch's ``fp16_compress_hook``,
+``_bf16_hook`` below (PyTorch's ``fp16_compress_hook`` body with bfloat16: its own
+``bf16_compress_hook`` and ``bf16_compress_wrapper`` refuse gloo, "required CUDA 11+ and NCCL
+2.10+", torch 2.13) and ``PowerSGDState`` + ``powerSGD_hook`` (rank 2,
+compressing from step 2). They train alternately in blocks on the same batches, so machine
+noise hits all alike; the figure is forward+backward time per step (slowest agent) and the
+ratio ddla / PyTorch of each pair.
 
     python benchmarks/ddp_hook_cost.py --agents 2 4
 """
@@ -15,14 +21,23 @@ import argparse
 import time
 
 import torch
+import torch.distributed as dist
 from records import write_record
-from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_hook
 from torch.nn.parallel import DistributedDataParallel
 
-from ddla.sync.allreduce import _transport_allreduce_hook
+from ddla.aggregate import Aggregator
+from ddla.compress import build_compressor
+from ddla.sync.allreduce import _bucket_hook, _compressed_hook
 from ddla.testing import run_agents
 
-BLOCKS, STEPS = 6, 30
+#: (ddla entry, PyTorch entry) whose per-step ratio the record reports.
+PAIRS = [
+    ("ddla_hook", "torch_python_hook"),
+    ("ddla_fp16", "torch_fp16"),
+    ("ddla_bf16", "torch_bf16"),
+    ("ddla_powersgd2", "torch_powersgd2"),
+]
 
 
 def _mlp() -> torch.nn.Module:
@@ -33,36 +48,72 @@ def _mlp() -> torch.nn.Module:
     )  # fmt: skip
 
 
-def measure(transport) -> dict[str, float]:
+def _bf16_hook(group, bucket):
+    """PyTorch's fp16_compress_hook, line for line, with bfloat16 (public APIs only)."""
+    compressed = bucket.buffer().to(torch.bfloat16).div_(group.size())
+    fut = dist.all_reduce(compressed, group=group, async_op=True).get_future()
+
+    def decompress(fut):
+        buffer = bucket.buffer()
+        buffer.copy_(fut.value()[0])
+        return buffer
+
+    return fut.then(decompress)
+
+
+def measure(transport, blocks: int, steps: int) -> dict[str, float]:
     torch.set_num_threads(1)
     group = transport.group
-    models = {"builtin": DistributedDataParallel(_mlp(), process_group=group)}
-    models["ddla_hook"] = DistributedDataParallel(_mlp(), process_group=group)
-    models["ddla_hook"].register_comm_hook(transport, _transport_allreduce_hook)
-    models["torch_python_hook"] = DistributedDataParallel(_mlp(), process_group=group)
-    models["torch_python_hook"].register_comm_hook(group, default_hooks.allreduce_hook)
+
+    def ddp(state=None, hook=None) -> DistributedDataParallel:
+        model = DistributedDataParallel(_mlp(), process_group=group)
+        if hook is not None:
+            model.register_comm_hook(state, hook)
+        return model
+
+    def ours(spec: str) -> Aggregator:
+        return Aggregator(transport, compressor=build_compressor(spec))
+
+    psgd = powerSGD_hook.PowerSGDState(
+        process_group=group, matrix_approximation_rank=2, start_powerSGD_iter=2
+    )
+    models = {
+        "builtin": ddp(),
+        "ddla_hook": ddp(ours("none"), _bucket_hook),
+        "torch_python_hook": ddp(group, default_hooks.allreduce_hook),
+        "ddla_fp16": ddp(ours("fp16"), _compressed_hook),
+        "torch_fp16": ddp(group, default_hooks.fp16_compress_hook),
+        "ddla_bf16": ddp(ours("bf16"), _compressed_hook),
+        "torch_bf16": ddp(group, _bf16_hook),
+        "ddla_powersgd2": ddp(ours("powersgd:2"), _compressed_hook),
+        "torch_powersgd2": ddp(psgd, powerSGD_hook.powerSGD_hook),
+    }
     x, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
     seconds = dict.fromkeys(models, 0.0)
-    for _ in range(BLOCKS):
+    for _ in range(blocks):
         for name, model in models.items():
             t0 = time.perf_counter()
-            for _ in range(STEPS):
+            for _ in range(steps):
                 model.zero_grad()
                 torch.nn.functional.cross_entropy(model(x), y).backward()
             seconds[name] += time.perf_counter() - t0
-    return {k: v / (BLOCKS * STEPS) * 1e3 for k, v in seconds.items()}
+    return {k: v / (blocks * steps) * 1e3 for k, v in seconds.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agents", type=int, nargs="+", default=[2, 4])
+    parser.add_argument("--blocks", type=int, default=6)
+    parser.add_argument("--steps", type=int, default=30, help="steps per block")
     args = parser.parse_args()
     figures = []
     for n in args.agents:
-        per_rank = run_agents(measure, n, timeout_s=900)
+        per_rank = run_agents(measure, n, args.blocks, args.steps, timeout_s=3600)
         row = {k: round(max(r[k] for r in per_rank), 3) for k in per_rank[0]}
-        figures.append({"agents": n, "ms_per_step": row})
+        ratios = {f"{a}/{b}": round(row[a] / row[b], 3) for a, b in PAIRS}
+        figures.append({"agents": n, "ms_per_step": row, "ratio": ratios})
         print(f"agents={n}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in row.items()))
+        print(f"agents={n}: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()))
     print(f"record: {write_record('ddp_hook_cost', config=vars(args), figures=figures)}")
 
 

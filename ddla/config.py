@@ -37,7 +37,7 @@ from ddla.models.fusion.check import check_keep_agent_models
 from ddla.optim import OptimConfig
 from ddla.profile.config import ProfileConfig
 from ddla.security.config import SecurityConfig, check_run
-from ddla.sync.config import SyncConfig
+from ddla.sync.config import SyncConfig, check_background
 
 
 @dataclass(kw_only=True, slots=True)
@@ -160,6 +160,7 @@ class RunConfig:
             self.profile.window(total_steps=self.train.steps)  # a window past the run's end
         check_preprocess(self)
         check_keep_agent_models(self)
+        check_background(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod

@@ -115,6 +115,11 @@ def _unsupported(config: RunConfig) -> str | None:
     if getattr(config.data, "preprocess", "none") != "none":
         # A restarted agent would fit it alone, on its own shard, and hold another transform.
         return "data.preprocess is fitted once, among the agents that started"
+    if config.sync.in_background:
+        return (
+            "background synchronization (sync.background, on with sync.overlap > 0) keeps a "
+            "second process group that a new membership does not rebuild yet"
+        )
     return None
 
 

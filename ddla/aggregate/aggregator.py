@@ -182,6 +182,28 @@ class Aggregator:
         done.set_result(buffer)
         return done
 
+    def bucket_mean_summable(
+        self, buffer: torch.Tensor, *, tag: str = "train"
+    ) -> torch.futures.Future | None:
+        """Mean of a DDP gradient bucket on a low-precision wire (fp16/bf16) as a Future.
+
+        What PyTorch's ``fp16_compress_wrapper`` does, through the Transport: the bucket is
+        divided by the world size and cast to the wire dtype, summed by an asynchronous
+        all-reduce (overlapping the rest of backward), and cast back into ``buffer`` when the
+        future completes. Elementwise the same as :meth:`mean` with that compressor. None when
+        the compressor is not a plain summable cast or means are masked (then use :meth:`mean`).
+        """
+        wire_dtype = getattr(self.compressor, "wire_dtype", None)
+        if not self.compressor.summable or wire_dtype is None or self.secure:
+            return None
+        self._audit([buffer], tag)
+        wire = (buffer.detach().float() / self.transport.world_size).to(wire_dtype)
+
+        def decode(fut: torch.futures.Future) -> torch.Tensor:
+            return buffer.copy_(fut.value().to(buffer.dtype))
+
+        return self.transport.all_reduce_async(wire, tag=tag).then(decode)
+
     def average_state(
         self, model: torch.nn.Module, *, tag: str = "eval"
     ) -> dict[str, torch.Tensor]:

@@ -9,12 +9,23 @@ reports time carries the clock's ``label`` so they are never confused. A :class:
 (``virtual-cpu``) is a virtual clock whose local time is CPU time, as if each agent had a
 dedicated core: the figures of a dedicated machine, measured on a shared one.
 
+Overlap (background transfers, :mod:`ddla.comm.background`): a transfer that runs while the
+agent computes occupies the link, not the agent. Its modelled time is *recorded*
+(:meth:`Clock.record`) when it is queued on the link, and the agent pays only the part not yet
+over when it needs the result: :meth:`Clock.wait_until` the transfer's arrival time. On the
+``real`` clock the communication thread sleeps the link time itself, so the agent's wait is
+whatever is left of it; on the virtual clocks the offset jumps to the arrival, or not at all
+when compute already took longer.
+
 Example:
     >>> clock = VirtualClock()
     >>> t0 = clock.now()
     >>> clock.advance(3600.0)  # an hour on the simulated link, instantly
     >>> clock.now() - t0 >= 3600.0, clock.modelled_s
     (True, 3600.0)
+    >>> sim = VirtualClock(local=lambda: 0.0)  # a frozen local time: only modelled time passes
+    >>> sim.wait_until(2.5), sim.wait_until(1.0), sim.now()
+    (2.5, 0.0, 2.5)
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 
@@ -54,15 +66,37 @@ class Clock(ABC):
         with self._lock:
             self._modelled += seconds
 
+    def wait_until(self, at: float) -> float:
+        """Block (in modelled time) until this clock reads ``at``; return the seconds waited.
+
+        For results of background transfers: ``at`` is when the transfer leaves the link. No
+        link time is recorded here (it was when the transfer was queued); 0 when ``at`` has
+        passed, i.e. compute covered the transfer.
+        """
+        waited = at - self.now()
+        if waited <= 0:
+            return 0.0
+        self._pass(waited)
+        return waited
+
     @abstractmethod
     def _pass(self, seconds: float) -> None:
         """Make ``seconds`` pass on this clock (sleep, or move the offset)."""
+
+    @property
+    def sleeps(self) -> bool:
+        """Whether modelled time passes by sleeping the calling thread (the ``real`` clock)."""
+        return False
 
 
 class RealClock(Clock):
     """Modelled time passes by sleeping: wall-clock time is true time."""
 
     label: ClassVar[str] = "real"
+
+    @property
+    def sleeps(self) -> bool:
+        return True
 
     def _pass(self, seconds: float) -> None:
         # time.sleep may wake a little early on some platforms; finish the remainder so a
@@ -76,13 +110,17 @@ class VirtualClock(Clock):
     """Modelled time passes instantly: ``now()`` is real time plus the modelled time so far."""
 
     label: ClassVar[str] = "virtual"
+    #: Where local (compute) time comes from; ``virtual-cpu`` reads CPU time instead.
+    _source: ClassVar[Callable[[], float]] = staticmethod(time.monotonic)
 
-    def __init__(self) -> None:
+    def __init__(self, *, local: Callable[[], float] | None = None) -> None:
+        """``local`` replaces the local time source (e.g. a test's simulated compute time)."""
         super().__init__()
         self._offset = 0.0
+        self._local = local if local is not None else type(self)._source
 
     def now(self) -> float:
-        return time.monotonic() + self._offset
+        return self._local() + self._offset
 
     def _pass(self, seconds: float) -> None:
         with self._lock:
@@ -100,9 +138,7 @@ class CpuClock(VirtualClock):
     """
 
     label: ClassVar[str] = "virtual-cpu"
-
-    def now(self) -> float:
-        return time.process_time() + self._offset
+    _source: ClassVar[Callable[[], float]] = staticmethod(time.process_time)
 
 
 #: Clock names accepted by ``comm.clock``.

@@ -13,6 +13,13 @@ the real op completes, as if the caller waited for it at once (a conservative mo
 runs do not credit overlap — use the ``real`` clock to measure it). Transfers share the link:
 a transfer starts when the previous one has left it.
 
+Background transfers (a communication thread's ops, :mod:`ddla.comm.background`) are charged by
+a :class:`BackgroundLink`: the transfer is queued on the same link, its time recorded, and the
+clock time it leaves the link kept as :attr:`BackgroundLink.arrival`; the agent's clock does not
+move. On the ``real`` clock the communication thread sleeps that time itself, so the real
+transfer, too, ends when the modelled one does. The agent pays only what is left when it needs
+the result (:meth:`~ddla.comm.clock.Clock.wait_until`).
+
 Example:
     >>> from ddla.comm.clock import VirtualClock
     >>> from ddla.comm.links import LinkTable
@@ -80,6 +87,13 @@ class LinkEmulator:
             queue.free_at = now + queued + seconds
         return queued + seconds
 
+    def background(self) -> BackgroundLink:
+        """This agent's emulator for a communication thread: same link queue and clock, but
+        transfers occupy the link without moving the agent's clock."""
+        emulator = BackgroundLink(self.table, self.clock, rank=self.rank)
+        emulator._queue = self._queue
+        return emulator
+
     def charge(
         self, op: str, nbytes: float, *, src: int | None = None, dst: int | None = None
     ) -> float:
@@ -122,3 +136,54 @@ class LinkEmulator:
 
         future.add_done_callback(settle)
         return out
+
+
+class BackgroundLink(LinkEmulator):
+    """Charges a communication thread's transfers to the link, not to the agent's clock.
+
+    Example (compute runs on a simulated local time; the transfer overlaps it):
+        >>> from ddla.comm.links import LinkTable
+        >>> local = [0.0]
+        >>> clock = VirtualClock(local=lambda: local[0])
+        >>> link = LinkEmulator(LinkTable.build("wan-100", None, world_size=4), clock, rank=0)
+        >>> bg = link.background()
+        >>> bg.not_before = clock.now()  # the communication thread sets it per job
+        >>> round(bg.charge("all_reduce", 4_000_000), 6), round(bg.arrival, 6)  # 0.63 s queued
+        (0.63, 0.63)
+        >>> local[0] = 0.5  # half a second of compute meanwhile
+        >>> round(clock.wait_until(bg.arrival), 6), round(clock.now(), 6)  # pay the remainder
+        (0.13, 0.63)
+    """
+
+    def __init__(self, table: LinkTable, clock: Clock, *, rank: int) -> None:
+        super().__init__(table, clock, rank=rank)
+        #: Clock time at which the last transfer charged here leaves the link.
+        self.arrival = float("-inf")
+        #: Clock time the current job was submitted: its transfers start no earlier.
+        self.not_before = float("-inf")
+
+    def restricted(self, table: LinkTable, *, rank: int) -> LinkEmulator:
+        emulator = BackgroundLink(table, self.clock, rank=rank)
+        emulator._queue = self._queue
+        return emulator
+
+    def charge(
+        self, op: str, nbytes: float, *, src: int | None = None, dst: int | None = None
+    ) -> float:
+        """Queue the op's modelled time on the link from :attr:`not_before` (or once the link
+        is free); sleep until it arrives only on the ``real`` clock (this is the
+        communication thread); remember the arrival. Returns the seconds."""
+        seconds = self.cost(op, nbytes, src=src, dst=dst)
+        if seconds <= 0:
+            return seconds
+        queue = self._queue
+        with queue.lock:
+            # The transfer left when the job was submitted (or when the link was free), not
+            # when the loopback op returned: the training thread's clock may have moved on.
+            begin = max(self.not_before, queue.free_at)
+            queue.free_at = begin + seconds
+        self.clock.record(seconds)
+        self.arrival = max(self.arrival, begin + seconds)
+        if self.clock.sleeps:
+            self.clock.wait_until(self.arrival)
+        return seconds

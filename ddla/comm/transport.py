@@ -138,20 +138,25 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
         self._link_tags: frozenset[str] = frozenset()
         #: ddla's profiler spans while a run profiles (:mod:`ddla.profile`); None: no spans.
         self.spans: Spans | None = None
+        #: A communication thread's Transport (:mod:`ddla.comm.background`): its ops record
+        #: bytes but no seconds (the agent kept computing) and charge links in the background.
+        self._background = False
 
     def emulate_links(
         self,
         link: str | LinkTable = "lan",
         overrides: str = "",
         *,
-        clock: str = "real",
+        clock: str | Clock = "real",
         tags: tuple[str, ...] = ("train",),
     ) -> Transport:
         """Make every op also cost its modelled time on emulated links (:mod:`ddla.comm.links`).
 
         ``link`` is a profile name or ``RATE:DELAY`` spec (or a ready :class:`LinkTable`),
         ``overrides`` puts agents behind other links (``"3=edge"``), ``clock`` is ``real``
-        (sleep) or ``virtual`` (count without sleeping). Call once, before training starts.
+        (sleep) or ``virtual`` (count without sleeping), or a ready :class:`Clock` (e.g. a
+        ``VirtualClock(local=...)`` whose compute time a test controls).
+        Call once, before training starts.
         Only ops with a tag in ``tags`` pay link time: by default training traffic, not the
         evaluation harness (``eval``) that a real deployment would not run every few steps.
 
@@ -171,7 +176,7 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
                 f"link table is for {table.world_size} agents, this run has {self.world_size}",
                 help="build the LinkTable with world_size=transport.world_size",
             )
-        self.clock = make_clock(clock)
+        self.clock = clock if isinstance(clock, Clock) else make_clock(clock)
         emulator = LinkEmulator(table, self.clock, rank=self.rank)
         self._links = emulator if emulator.active else None
         self._table = table
@@ -331,7 +336,8 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
                 src=root if op == "broadcast" else (peer if op == "recv" else None),
                 dst=peer if op == "send" else None,
             )
-        self.stats.record(op, tag, sent, received, self.clock.now() - start.at, calls=calls)
+        seconds = 0.0 if self._background else self.clock.now() - start.at
+        self.stats.record(op, tag, sent, received, seconds, calls=calls)
         if start.span is not None:
             self.spans.end(  # type: ignore[union-attr]
                 start.span, tag=tag, bytes_sent=sent, bytes_received=received,

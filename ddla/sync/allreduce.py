@@ -17,11 +17,14 @@ Two paths, chosen by what must see the gradients:
   so link emulation delays it, secure aggregation masks it, the audit log records it, and its
   time in flight is measured.
 
-With ``sync.compress`` set, the hook instead averages each bucket's per-parameter gradients
-with :meth:`~ddla.aggregate.Aggregator.mean` (fp16/bf16 as a low-precision all-reduce,
-int8/int4 as a reduce-scatter + all-gather of quantized chunks, top-k/PowerSGD as an
-all-gather of payloads, error feedback keyed per bucket and
-parameter). That call is synchronous, so compressed buckets do not overlap backward.
+With ``sync.compress=fp16``/``bf16`` the hook returns the future of an asynchronous
+low-precision all-reduce of the whole bucket (:meth:`~ddla.aggregate.Aggregator.
+bucket_mean_summable`, like PyTorch's ``fp16_compress_wrapper``), so buckets overlap backward.
+Other compressors average each bucket's per-parameter gradients with
+:meth:`~ddla.aggregate.Aggregator.mean` (int8/int4 as a reduce-scatter + all-gather of
+quantized chunks, top-k/PowerSGD as an all-gather of payloads, error feedback keyed per bucket
+and parameter); that call is synchronous, so those buckets do not overlap backward (and masked
+fp16/bf16 buckets neither: masking needs the whole bucket).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ def _bucket_hook(aggregator: Aggregator, bucket):
 
 def _compressed_hook(aggregator: Aggregator, bucket):  # see the note above
     """DDP comm hook: mean of the bucket's gradients through the aggregator's compressor."""
+    future = aggregator.bucket_mean_summable(bucket.buffer(), tag="train")
+    if future is not None:  # fp16/bf16: asynchronous, overlaps the rest of backward
+        return future
     grads = bucket.gradients()
     # DDP may rebuild buckets after the first step; keys carry the index and the stateful
     # compressors reset a key's state when its shape changes.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
@@ -12,6 +13,9 @@ from ddla.errors import ConfigError
 #: ~2-5k steps, so H=100 keeps a few dozen rounds (local SGD averages parameters, which
 #: tolerates less drift: H=20). See docs/benchmarks.md for the measured accuracy.
 DEFAULT_EVERY = {"allreduce": 1, "local_sgd": 20, "diloco": 100, "streaming_diloco": 100}
+
+#: Strategies whose synchronization can run on a communication thread (``sync.background``).
+BACKGROUND_STRATEGIES = ("local_sgd", "diloco", "streaming_diloco")
 
 #: ``sync.quantized_reduce`` values; see :func:`ddla.aggregate.compressed_mean`.
 QUANTIZED_REDUCE = ("scatter", "gather")
@@ -54,9 +58,16 @@ class SyncConfig:
     fragments: int = 4
     """``streaming_diloco``: number of fragments P; each sync moves about 1/P of the model."""
     overlap: int = 0
-    """``streaming_diloco``: inner steps τ between sending a fragment and applying its result."""
+    """``diloco``/``streaming_diloco``: inner steps τ between sending a fragment (the whole
+    model for ``diloco``: the one-step-delayed outer update) and applying its result; the
+    transfer runs in the background meanwhile (``sync.background``)."""
+    background: str = choice("auto", ("auto", "always", "never"), noun="sync.background value")
+    """Send pseudo-gradients on a communication thread over a second process group while the
+    agent keeps training (:mod:`ddla.comm.background`): ``auto`` when ``sync.overlap`` > 0,
+    ``always`` also with overlap 0 (sent and awaited at once: the same result as ``never``),
+    ``never``: the transfer blocks the agent, its result is still held back τ steps."""
     mix: float = 0.5
-    """``streaming_diloco`` with overlap > 0: the applied fragment is ``mix * local +
+    """``diloco``/``streaming_diloco`` with overlap > 0: the applied fragment is ``mix * local +
     (1 - mix) * global`` (α in the paper); with overlap 0 the global value replaces the local."""
 
     def __post_init__(self) -> None:
@@ -87,3 +98,40 @@ class SyncConfig:
             )
         if not 0 <= self.mix < 1:
             raise ConfigError(f"sync.mix must be in [0, 1), got {self.mix}")
+        if self.background == "always" and self.strategy not in BACKGROUND_STRATEGIES:
+            raise ConfigError(
+                f"sync.background=always does not apply to sync.strategy={self.strategy}",
+                help=f"background synchronization is for {', '.join(BACKGROUND_STRATEGIES)}; "
+                "leave sync.background=auto",
+            )
+
+    @property
+    def in_background(self) -> bool:
+        """Whether the periodic strategies send on a communication thread."""
+        if self.strategy not in BACKGROUND_STRATEGIES:
+            return False
+        return self.background == "always" or (self.background == "auto" and self.overlap > 0)
+
+
+def check_background(config: Any) -> None:
+    """Refuse, before agents start, a run whose background synchronization cannot hold.
+
+    The communication thread needs the run-wide group (it makes a second one of every agent)
+    and must not share secure aggregation's round counters or the audit chain with the
+    training thread.
+    """
+    sync = config.sync
+    if not sync.in_background or config.agents == 1:
+        return
+    why = None
+    if config.security.enabled:
+        why = "security.enabled (masks and the audit chain are the training thread's)"
+    elif getattr(config.model, "decomposed", False):
+        why = "a decomposed model (its replicas synchronize over a subgroup)"
+    if why is not None:
+        mode = "always" if sync.background == "always" else f"auto with sync.overlap={sync.overlap}"
+        raise ConfigError(
+            f"sync.background ({mode}) does not combine with {why}",
+            help="set sync.background=never: the result is still applied sync.overlap steps "
+            "later, the transfer blocks the agent",
+        )

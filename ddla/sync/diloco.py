@@ -7,6 +7,11 @@ applied to the global copy by SGD with Nesterov momentum (``sync.outer_lr`` 0.7,
 ``sync.outer_momentum`` 0.9, the paper's values) and every agent restarts from it. The inner
 optimizer's state is kept across rounds (it is saved by the agent's checkpoint); the outer
 optimizer's state and the global copy are in :meth:`state_dict`.
+
+With ``sync.overlap`` τ ≥ 1 the outer update is applied τ inner steps after the pseudo-gradient
+was sent (the "one-step delayed" update, τ = 1, of Streaming DiLoCo, Douillard et al. 2025,
+arXiv 2501.18512, with the whole model as one fragment), merged as ``mix * local + (1 - mix) *
+global``, while the transfer runs on a communication thread (``sync.background``).
 """
 
 from __future__ import annotations
@@ -32,5 +37,5 @@ class DiLoCo(PeriodicOuterSync):
 
     def settings(self) -> dict[str, Any]:
         c = self.config
-        return {"lr": c.outer_lr, "momentum": c.outer_momentum, "fragments": 1, "overlap": 0,
-                "mix": 0.0}  # fmt: skip
+        return {"lr": c.outer_lr, "momentum": c.outer_momentum, "fragments": 1,
+                "overlap": c.overlap, "mix": c.mix}  # fmt: skip

@@ -7,9 +7,10 @@ Free Lunch" (arXiv 2501.18512). Fragment f (rows of the parameters, see
 sync moves about 1/P of the model (peak bandwidth / P, same total as DiLoCo). With
 ``sync.overlap`` τ > 0 the fragment's outer update is applied τ inner steps after it was sent,
 merged as ``mix * local + (1 - mix) * global`` (the paper's α) with the local value that kept
-training meanwhile. Here the transfer itself runs when the fragment is sent and its result is
-held back for τ steps: the algorithm (and its convergence) is the paper's, while on gloo/CPU
-the wall-clock overlap is not realized.
+training meanwhile. The transfer runs on a communication thread over a second process group
+while the agent trains (``sync.background``, on by default with τ > 0;
+:mod:`ddla.comm.background`), so on real links, and on the emulated ones of every clock, the
+agent waits only for what τ steps of compute did not cover.
 """
 
 from __future__ import annotations

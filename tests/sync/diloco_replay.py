@@ -148,6 +148,9 @@ CASES: dict[str, tuple[dict[str, object], int]] = {
         12,
     ),
     "streaming_p2_tau0": ({"strategy": "streaming_diloco", "every": 4, "fragments": 2}, 9),
+    # DiLoCo's one-step-delayed outer update (the whole model as one fragment, tau = 1),
+    # sent in the background (sync.background=auto turns it on with overlap > 0)
+    "diloco_tau1": ({"strategy": "diloco", "every": 3, "overlap": 1}, 10),
     # alpha != 1/2, so that alpha and 1 - alpha cannot be confused
     "streaming_p2_tau1_mix0.2": (
         {"strategy": "streaming_diloco", "every": 4, "fragments": 2, "overlap": 1, "mix": 0.2},
