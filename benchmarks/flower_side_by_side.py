@@ -11,6 +11,9 @@ ddla uses its own seeded sampling, batch order and partitioners (``iid``, ``path
 so its accuracy curve is the same workload, not bitwise Flower's.
 
     FLWR_VENV=/tmp/fed2-flwr-venv nice -n 10 .venv/bin/python benchmarks/flower_side_by_side.py
+
+``--variants noniid`` runs the pathological non-IID split (2 label-sorted shards per client:
+the peer's ``noniid``, ddla's ``data.partition=pathological:2``).
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ def run_ddla(variant: str, rounds: int, out: Path) -> dict:
         "cpu_s_total": cpu, "train_cpu_s_per_round_excl_first": statistics.median(train_cpu[1:]),
         "peak_rss_mb_one_agent": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "total_wall_s": wall, "final_acc": accs[-1], "acc_curve": accs,
+        "startup_phases_rank0": summary.get("startup"),
         "bytes_per_round": statistics.median(h["bytes_sent"] for h in
                                              summary["federated"]["per_round"]),
     }  # fmt: skip
@@ -137,6 +141,7 @@ def main() -> None:
                 "flower_s_per_round": f["median_round_s_excl_first"],
                 "speedup": f["median_round_s_excl_first"] / d["median_round_s_excl_first"],
                 "ddla_startup_s": d["startup_s"],
+                "ddla_startup_phases_rank0": d["startup_phases_rank0"],
                 "flower_startup_s": f["startup_s_to_first_eval"],
                 "ddla_train_cpu_s_per_round": d["train_cpu_s_per_round_excl_first"],
                 "ddla_cpu_s_whole_run": d["cpu_s_total"],
