@@ -11,6 +11,9 @@ ddla uses its own seeded sampling, batch order and partitioners (``iid``, ``path
 so its accuracy curve is the same workload, not bitwise Flower's.
 
     FLWR_VENV=/tmp/fed2-flwr-venv nice -n 10 .venv/bin/python benchmarks/flower_side_by_side.py
+
+``--variants noniid`` runs the pathological non-IID split (2 label-sorted shards per client:
+the peer's ``noniid``, ddla's ``data.partition=pathological:2``).
 """
 
 from __future__ import annotations
@@ -93,12 +96,13 @@ def run_ddla(variant: str, rounds: int, out: Path) -> dict:
         "cpu_s_total": cpu, "train_cpu_s_per_round_excl_first": statistics.median(train_cpu[1:]),
         "peak_rss_mb_one_agent": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
         "total_wall_s": wall, "final_acc": accs[-1], "acc_curve": accs,
+        "startup_phases_rank0": summary["time"].get("startup"),
         "bytes_per_round": statistics.median(h["bytes_sent"] for h in
                                              summary["federated"]["per_round"]),
     }  # fmt: skip
 
 
-def run_flower(variant: str, rounds: int, out: Path) -> dict:
+def run_flower(variant: str, rounds: int, out: Path, timeout_s: float = 900) -> dict:
     venv = os.environ.get("FLWR_VENV")
     if not venv:
         raise SystemExit("set FLWR_VENV to the venv ../shared/peers/flwr/setup.sh built")
@@ -107,9 +111,26 @@ def run_flower(variant: str, rounds: int, out: Path) -> dict:
     path = out / f"flwr_{variant}.json"
     cmd = [f"{venv}/bin/python", str(PEER / "flwr_fedavg_fashion.py"), "--variant", variant,
            "--rounds", str(rounds), "--out", str(path)]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    _, _, usage = os.wait4(proc.pid, 0)
-    proc.stdout.read()  # type: ignore[union-attr]
+    # Flower's output goes to a file: a pipe nobody reads fills and blocks it. Under heavy load
+    # its Ray raylet can die at start-up ("Timed out waiting for file .../metrics_agent_port"),
+    # leaving the driver waiting forever: a timeout turns that into a recorded failure.
+    log = out / f"flwr_{variant}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+        deadline, usage = time.monotonic() + timeout_s, None
+        while usage is None:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)  # the driver's own rusage
+            if pid:
+                usage, proc.returncode = ru, os.waitstatus_to_exitcode(status)
+            elif time.monotonic() > deadline:
+                os.killpg(proc.pid, 9)  # its own session: the driver and its Ray processes
+                deadline = float("inf")
+            else:
+                time.sleep(0.2)
+    if not path.exists():
+        tail = log.read_text(errors="replace")[-400:]
+        return {"failed": f"rc={proc.returncode} after <= {timeout_s} s; log tail: {tail}"}
     res = json.loads(path.read_text())
     res["peak_rss_mb_driver"] = usage.ru_maxrss / 1024
     return res
@@ -131,12 +152,19 @@ def main() -> None:
             else:
                 d = run_ddla(v, args.rounds, Path(tmp) / f"ddla-{v}-{rep}")
                 f = run_flower(v, args.rounds, Path(tmp))
+            if "failed" in f:
+                row = {"variant": v, "flower_failed": f["failed"], "loadavg": os.getloadavg(),
+                       **{f"ddla_{k}": x for k, x in d.items()}}  # fmt: skip
+                results.append(row)
+                print(json.dumps({k: x for k, x in row.items() if "curve" not in k}), flush=True)
+                continue
             row = {
                 "variant": v, "first": "flower" if rep % 2 else "ddla",
                 "ddla_s_per_round": d["median_round_s_excl_first"],
                 "flower_s_per_round": f["median_round_s_excl_first"],
                 "speedup": f["median_round_s_excl_first"] / d["median_round_s_excl_first"],
                 "ddla_startup_s": d["startup_s"],
+                "ddla_startup_phases_rank0": d["startup_phases_rank0"],
                 "flower_startup_s": f["startup_s_to_first_eval"],
                 "ddla_train_cpu_s_per_round": d["train_cpu_s_per_round_excl_first"],
                 "ddla_cpu_s_whole_run": d["cpu_s_total"],

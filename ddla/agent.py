@@ -354,7 +354,7 @@ def train(
                     bytes_sent=int(transport.stats.totals("train")["bytes_sent"]),
                 )
             strategy.finish()
-            guarded(lambda: evaluator(steps, layout.eval_model(model), timer), steps)
+            guarded(lambda: evaluator(steps, layout.eval_model(model), timer, final=True), steps)
             startup.mark("final_eval")
             report = None if joining else agents_report(layout, compute.agent_stats(), optimizer)
             # The same line on every machine: compare them to check all agents ended alike.

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tomllib
 import types
@@ -165,8 +166,12 @@ class RunConfig:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
-        """Build and validate from a nested dict (as read from a run file)."""
-        return _build(cls, values, prefix="")
+        """Build and validate from a nested dict (as read from a run file); the issue's
+        spellings ``fedprox:MU`` and ``fault.byzantine`` are accepted
+        (:func:`ddla.fed.aliases.normalize`)."""
+        from ddla.fed.aliases import normalize
+
+        return _build(cls, normalize(copy.deepcopy(values)), prefix="")
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

@@ -77,6 +77,15 @@ class Evaluator:
         self.global_model = copy.deepcopy(job.model)
         self.merged_state: dict[str, torch.Tensor] = {}
         self.last: dict[str, Any] = {}
+        from ddla.sync import STRATEGIES  # late: the strategies import the metrics
+
+        #: A federated round ends with every agent holding the new global model, so between
+        #: rounds an agent's model IS the merged one: intermediate evaluations skip evaluating
+        #: it again per agent and the parameter all-reduce that would average N equal copies
+        #: (measured: most of a round's non-training wall on the Flower workload, see
+        #: docs/benchmarks.md). The final evaluation (``final=True``) does both, so summary.json
+        #: and the final model hash are computed exactly as for every other strategy.
+        self.models_agree = bool(getattr(STRATEGIES.get(config.sync.strategy), "federated", False))
 
     @property
     def transport(self) -> Transport:
@@ -94,22 +103,30 @@ class Evaluator:
         metrics = self.task.evaluate(self.global_model, x, y, num_classes=nc)
         return row | metrics | {"samples": len(y)}, counts
 
-    def __call__(self, step: int, model: torch.nn.Module, timer: AgentTimer) -> dict[str, Any]:
+    def __call__(
+        self, step: int, model: torch.nn.Module, timer: AgentTimer, *, final: bool = False
+    ) -> dict[str, Any]:
         spans = getattr(self.transport, "spans", None)
         if spans is None or not spans.active:
-            return self._evaluate(step, model, timer)
+            return self._evaluate(step, model, timer, final)
         with spans.span("ddla.eval", step=step):  # a profile shows evaluation as such
-            return self._evaluate(step, model, timer)
+            return self._evaluate(step, model, timer, final)
 
-    def _evaluate(self, step: int, model: torch.nn.Module, timer: AgentTimer) -> dict[str, Any]:
+    def _evaluate(
+        self, step: int, model: torch.nn.Module, timer: AgentTimer, final: bool
+    ) -> dict[str, Any]:
         shared = self.job.test
         own = shared if shared is not None else self.site_test
         nc = self.job.num_classes
         evaluate = self.task.evaluate
-        evaluate_own = self.config.train.eval_agents and own is not None
+        agree = self.models_agree and not final
+        evaluate_own = self.config.train.eval_agents and own is not None and not agree
         local = evaluate(model, *own, num_classes=nc) if evaluate_own else {}
         row = agent_row(step, self.transport.rank, local, self.transport, timer)
-        self.merged_state = self.aggregator.average_state(model, tag="eval")
+        if agree:  # the agents' models are the global model (see models_agree)
+            self.merged_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.merged_state = self.aggregator.average_state(model, tag="eval")
         self.global_model.load_state_dict(self.merged_state)
         site = self._site_row(step)
         gathered = self.transport.all_gather_object((row, site), tag="eval")

@@ -3,9 +3,11 @@ agree on every agent; an end-to-end ``ddla`` run in federated mode."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from sklearn.datasets import load_digits
 
@@ -86,11 +88,23 @@ def test_ddla_run_fedavg_digits(tmp_path: Path) -> None:
         overrides=[
             "agents=2", "data.dataset=digits", "sync.strategy=fedavg", "fed.clients=20",
             "fed.fraction=0.25", "fed.epochs=1", "fed.batch=10", "optim.lr=0.1",
-            "data.partition=pathological:2", "train.steps=15", "train.eval_every=0",
+            "data.partition=pathological:2", "train.steps=15", "train.eval_every=5",
             f"out={tmp_path}",
         ],
         progress=False,
     )  # fmt: skip
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # Between rounds every agent holds the global model, so intermediate evaluations measure it
+    # once (no per-agent evaluation, no parameter all-reduce); the final one evaluates every
+    # agent's own model too, and each equals the merged model exactly.
+    glob = {r["step"]: r for r in rows if r["agent"] == "global"}
+    assert sorted(glob) == [5, 10, 15] and all("accuracy" in r for r in glob.values())
+    agents = [r for r in rows if isinstance(r["agent"], int)]
+    assert all("accuracy" not in r for r in agents if r["step"] < 15)
+    final = [r for r in agents if r["step"] == 15]
+    assert len(final) == 2
+    assert all(r["accuracy"] == glob[15]["accuracy"] for r in final), (final, glob[15])
+    assert all(r["loss"] == pytest.approx(glob[15]["loss"], rel=1e-6) for r in final)
     fedsum = summary["federated"]
     assert fedsum["rounds"] == 15
     assert all(h["clients"] == 5 for h in fedsum["per_round"])

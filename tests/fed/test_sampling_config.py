@@ -106,3 +106,28 @@ def test_nan_update_rejected_and_logged(caplog: pytest.LogCaptureFixture) -> Non
     assert r.history[-1]["rejected"] == [1]
     assert all(torch.isfinite(p).all() for p in model.parameters())
     t.close()
+
+
+def test_issue_spellings_are_aliases() -> None:
+    # Issue 13's `fedprox:MU` and `fault.byzantine` mean ddla's fedprox + fed.mu, fed.byzantine.
+    c = RunConfig.load(overrides=["sync.strategy=fedprox:0.25", "fed.clients=10",
+                                  "fault.byzantine=2:scale:-5"])  # fmt: skip
+    assert (c.sync.strategy, c.fed.mu, c.fed.byzantine) == ("fedprox", 0.25, "2:scale:-5")
+    assert c.fault.max_restarts == 0  # the fault section keeps its own settings
+    same = RunConfig.load(overrides=["sync.strategy=fedprox:0.25", "fed.mu=0.25",
+                                     "fed.clients=10"])  # fmt: skip
+    assert same.fed.mu == 0.25
+
+
+@pytest.mark.parametrize(
+    ("sets", "match"),
+    [
+        (["sync.strategy=fedprox:0.1", "fed.mu=0.2"], "disagree"),
+        (["sync.strategy=fedprox:x"], "MU must be a number"),
+        (["fault.byzantine=1:signflip", "fed.byzantine=2:signflip"], "disagree"),
+        (["sync.strategy=fedavg:0.1"], "strategy"),  # only fedprox takes an argument
+    ],
+)
+def test_issue_spellings_refusals(sets: list[str], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        RunConfig.load(overrides=[*sets, "fed.clients=10"])
