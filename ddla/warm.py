@@ -39,6 +39,8 @@ PRELOAD = ["ddla.warm_preload"]
 #: ``DDLA_WARM=0`` falls back to spawned agents (each imports everything itself).
 ENV = "DDLA_WARM"
 
+_started = False  # by this module: stop() leaves a forkserver someone else started alone
+
 
 def enabled() -> bool:
     """Whether agents are forked from the warm server (default) or spawned."""
@@ -50,22 +52,28 @@ def start() -> None:
     """Start the warm server now (idempotent), so its imports overlap the caller's work.
 
     Returns at once: the server imports :data:`PRELOAD` in its own process."""
+    global _started
     if not enabled():
         return
     from multiprocessing import forkserver
 
     multiprocessing.set_forkserver_preload(PRELOAD)
     forkserver.ensure_running()
+    _started = True
 
 
 def stop() -> None:
     """Stop the warm server if this process started one that will not be used (another
     engine, or the fault-tolerant supervisor, starts the agents)."""
+    global _started
+    if not _started:
+        return
     from multiprocessing import forkserver
 
     server = forkserver._forkserver  # the stdlib keeps no public handle on it
     if getattr(server, "_forkserver_pid", None) is not None and hasattr(server, "_stop"):
         server._stop()
+    _started = False
 
 
 def start_method() -> str:
