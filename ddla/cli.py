@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -550,8 +549,14 @@ def audit_verify(
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.exit(app())
+    """Console-script entry point: run the command, then exit without the interpreter teardown."""
+    from ddla.fast_exit import exit_now
+
+    try:
+        code: object = app()
+    except SystemExit as exc:
+        code = exc.code
+    exit_now(code)
 
 
 if __name__ == "__main__":
