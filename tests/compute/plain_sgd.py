@@ -12,6 +12,17 @@ from ddla.job import job_from_config
 from ddla.tasks import resolve_partition
 
 
+def digits_sgd(*extra: str, steps: int = 6, batch: int = 16, hidden: int = 32) -> list[str]:
+    """``--set`` overrides of the decomposition tests' run: a digits MLP trained by plain
+    constant-lr SGD (what :func:`reference` replays), no evaluation, then ``extra``."""
+    return [
+        "data.dataset=digits", "data.partition=iid", f"data.batch_size={batch}",
+        f"model.hidden={hidden}", "optim.name=sgd", "optim.lr=0.1", "optim.momentum=0.0",
+        "optim.schedule=constant", f"train.steps={steps}", "train.eval_every=0",
+        "train.eval_agents=false", *extra,
+    ]  # fmt: skip
+
+
 def reference(
     config: RunConfig,
     steps: int,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from plain_sgd import reference
+from plain_sgd import digits_sgd, reference
 
 from ddla.agent import train
 from ddla.config import RunConfig
@@ -26,19 +26,7 @@ from ddla.testing import run_agents
 STEPS = 6
 BATCH = 16
 HIDDEN = 32
-BASE = [
-    "data.dataset=digits",
-    "data.partition=iid",
-    f"data.batch_size={BATCH}",
-    f"model.hidden={HIDDEN}",
-    "optim.name=sgd",
-    "optim.lr=0.1",
-    "optim.momentum=0.0",
-    "optim.schedule=constant",
-    f"train.steps={STEPS}",
-    "train.eval_every=0",
-    "train.eval_agents=false",
-]
+BASE = digits_sgd(steps=STEPS, batch=BATCH, hidden=HIDDEN)
 # Digits MLP 64-32-32-10 cut by parameter count: stage 0 = Flatten, Linear(64, 32), ReLU
 # (2080 parameters), stage 1 = Linear(32, 32), ReLU, Linear(32, 10) (1386).
 STAGE_PARAMS = (2080, 1386)

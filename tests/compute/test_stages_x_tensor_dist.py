@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from plain_sgd import reference
+from plain_sgd import digits_sgd, reference
 
 from ddla.agent import train
 from ddla.compute.tensor_parallel import parallel_pairs
@@ -25,24 +25,16 @@ from ddla.models.decompose import plan_stages
 STEPS = 6
 BATCH = 16
 HIDDEN = 32
-BASE = [
-    "data.dataset=digits",
-    "data.partition=iid",
-    f"data.batch_size={BATCH}",
-    f"model.hidden={HIDDEN}",
-    "model.depth=3",
-    "optim.name=sgd",
-    "optim.lr=0.1",
-    "optim.momentum=0.0",
-    "optim.schedule=constant",
-    f"train.steps={STEPS}",
-    "train.eval_every=0",
-    "train.eval_agents=false",
+BASE = digits_sgd(
     "model.stages=2",
     "model.tensor_parallel=2",
     "model.microbatches=2",
     "model.schedule=1f1b",
-]
+    "model.depth=3",
+    steps=STEPS,
+    batch=BATCH,
+    hidden=HIDDEN,
+)
 
 
 def _mlp() -> torch.nn.Module:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from plain_sgd import reference
+from plain_sgd import digits_sgd, reference
 from torch import nn
 
 from ddla.agent import train
@@ -76,21 +76,13 @@ def test_column_row_pair_equals_the_unsplit_layers() -> None:
             torch.testing.assert_close(pieces[1], pieces[0])
 
 
-BASE = [
-    "data.dataset=digits",
-    "data.partition=iid",
-    f"data.batch_size={BATCH}",
-    f"model.hidden={HIDDEN}",
+BASE = digits_sgd(
     "model.depth=3",
-    "optim.name=sgd",
-    "optim.lr=0.1",
-    "optim.momentum=0.0",
-    "optim.schedule=constant",
-    f"train.steps={STEPS}",
-    "train.eval_every=0",
-    "train.eval_agents=false",
     "model.tensor_parallel=2",
-]
+    steps=STEPS,
+    batch=BATCH,
+    hidden=HIDDEN,
+)
 
 
 def _loop_agent(transport, out: str) -> dict | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from plain_sgd import reference
+from plain_sgd import digits_sgd, reference
 from torch import nn
 
 from ddla.agent import train
@@ -77,12 +77,7 @@ def test_agents_agree_on_one_time_split() -> None:
     assert results[0][1] == [["0", "1"], ["2", "3", "4"]]
 
 
-BASE = [
-    "data.dataset=digits", "data.partition=iid", "data.batch_size=16", "model.hidden=32",
-    "optim.name=sgd", "optim.lr=0.1", "optim.momentum=0.0", "optim.schedule=constant",
-    "train.steps=4", "train.eval_every=0", "train.eval_agents=false", "model.stages=2",
-    "model.microbatches=2", "model.split=time",
-]  # fmt: skip
+BASE = digits_sgd("model.stages=2", "model.microbatches=2", "model.split=time", steps=4)
 
 
 def _loop(transport, out: str) -> dict:
