@@ -63,3 +63,29 @@ def cli(
         check=False,
         **kw,
     )
+
+
+def torchrun_nodes(*target: str, nodes: int = 2, timeout: float = 400) -> list[str]:
+    """Start ``nodes`` torchrun invocations of ``target`` (``-m ddla.agent ...`` or a script)
+    on loopback, one process each, as ``--nnodes N`` machines would; wait for them and assert
+    that every node exited 0. Returns each node's combined output."""
+    # Imported here: e2e_helpers is imported by tests that never start an agent.
+    import uuid
+
+    from ddla.testing import free_port
+
+    port, run_id = free_port(), f"ddla-test-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run",
+             "--nnodes", str(nodes), "--nproc-per-node", "1", "--node-rank", str(rank),
+             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+             "--rdzv-id", run_id, "--local-addr", "127.0.0.1", *target],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for rank in range(nodes)
+    ]  # fmt: skip
+    outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * nodes, outputs
+    return outputs

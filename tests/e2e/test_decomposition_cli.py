@@ -7,13 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from e2e_helpers import FAST, ROOT, cli
-
-from ddla.testing import free_port
+from e2e_helpers import FAST, ROOT, cli, torchrun_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dist]
 
@@ -55,22 +52,8 @@ def test_a_bad_layout_is_refused_in_one_line(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_torchrun_nodes_hold_one_stage_each(tmp_path: Path, no_leftover_processes) -> None:
     out = tmp_path / "run"
-    port, run_id = free_port(), f"ddla-test-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     sets = [a for kv in [*FAST, *PIPE, "train.steps=30"] for a in ("--set", kv)]
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run",
-             "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
-             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-             "--rdzv-id", run_id, "--local-addr", "127.0.0.1",
-             "-m", "ddla.agent", *sets, "--out", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for rank in (0, 1)
-    ]  # fmt: skip
-    outputs = [node.communicate(timeout=400)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], outputs
+    torchrun_nodes("-m", "ddla.agent", *sets, "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["decomposition"]["stages"] == 2 and summary["steps"] == 30
     assert summary["final"]["accuracy"] > 0.5
@@ -97,22 +80,8 @@ def test_the_python_api_pipeline_under_two_torchrun_nodes(
     """``ddla.Job`` with the user's nn.Sequential and a named split point, one stage per
     torchrun node (the README's two-machine command, on loopback)."""
     out = tmp_path / "api"
-    port, run_id = free_port(), f"ddla-test-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run",
-             "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
-             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-             "--rdzv-id", run_id, "--local-addr", "127.0.0.1",
-             "examples/custom_model.py", "--stages", "2", "--split", "hidden2",
-             "--steps", "60", "--out", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for rank in (0, 1)
-    ]  # fmt: skip
-    outputs = [node.communicate(timeout=400)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], outputs
+    example = ["examples/custom_model.py", "--stages", "2", "--split", "hidden2", "--steps", "60"]
+    torchrun_nodes(*example, "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     dec = summary["decomposition"]
     assert dec["split"] == "hidden2" and dec["plan"][1][0] == "hidden2"

@@ -7,35 +7,18 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from e2e_helpers import FAST, ROOT
-
-from ddla.testing import free_port
+from e2e_helpers import FAST, ROOT, torchrun_nodes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.dist]
 
 
 def test_two_torchrun_nodes_form_one_run(tmp_path: Path, no_leftover_processes) -> None:
     out = tmp_path / "run"
-    port, run_id = free_port(), f"ddla-test-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     sets = [a for kv in [*FAST, "train.steps=30"] for a in ("--set", kv)]
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run",
-             "--nnodes", "2", "--nproc-per-node", "1", "--node-rank", str(rank),
-             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-             "--rdzv-id", run_id, "--local-addr", "127.0.0.1",
-             "-m", "ddla.agent", *sets, "--out", str(out)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        for rank in (0, 1)
-    ]  # fmt: skip
-    outputs = [node.communicate(timeout=400)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], outputs
+    torchrun_nodes("-m", "ddla.agent", *sets, "--out", str(out))
     summary = json.loads((out / "summary.json").read_text())
     assert summary["agents"] == 2 and summary["steps"] == 30
     assert summary["final"]["accuracy"] > 0.5
