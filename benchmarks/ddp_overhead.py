@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from alternate import alternate
 from records import write_record
 from rich.console import Console
 from rich.table import Table
@@ -108,30 +108,24 @@ def main() -> None:
                 "optim.lr=0.05", "optim.momentum=0.9", "optim.schedule=constant",
                 f"out={tmp}/run",
             ])  # fmt: skip
-            wall: dict[str, list[float]] = {"ddla": [], "ddp": []}
-            cpu: dict[str, list[float]] = {"ddla": [], "ddp": []}
-            for r in range(args.rounds):
-                order = ("ddla", "ddp") if r % 2 == 0 else ("ddp", "ddla")
-                for who in order:
-                    w, c = run_ddla(config) if who == "ddla" else run_plain(config)
-                    wall[who].append(w / args.steps * 1e3)
-                    cpu[who].append(c / args.steps * 1e3)
-                    console.print(
-                        f"agents={n} round={r} {who}: {wall[who][-1]:.3f} ms/step wall, "
-                        f"{cpu[who][-1]:.3f} ms/step cpu"
-                    )
-            med = {
-                k: {w: statistics.median(v[w]) for w in v}
-                for k, v in (("wall", wall), ("cpu", cpu))
-            }
+            timed = alternate(
+                ("ddp", "ddla"),
+                rounds=args.rounds,
+                steps=args.steps,
+                measure=lambda who, c=config: run_ddla(c) if who == "ddla" else run_plain(c),
+                report=lambda r, who, w, c, n=n: console.print(
+                    f"agents={n} round={r} {who}: {w:.3f} ms/step wall, {c:.3f} ms/step cpu"
+                ),
+            )
+            wall, cpu = timed.wall, timed.cpu
             figures.append({
                 "agents": n,
-                "ddla_ms_per_step": round(med["wall"]["ddla"], 4),
-                "ddp_ms_per_step": round(med["wall"]["ddp"], 4),
-                "ratio": round(med["wall"]["ddla"] / med["wall"]["ddp"], 4),
-                "ddla_cpu_ms_per_step": round(med["cpu"]["ddla"], 4),
-                "ddp_cpu_ms_per_step": round(med["cpu"]["ddp"], 4),
-                "cpu_ratio": round(med["cpu"]["ddla"] / med["cpu"]["ddp"], 4),
+                "ddla_ms_per_step": round(timed.median("wall", "ddla"), 4),
+                "ddp_ms_per_step": round(timed.median("wall", "ddp"), 4),
+                "ratio": round(timed.ratio("wall"), 4),
+                "ddla_cpu_ms_per_step": round(timed.median("cpu", "ddla"), 4),
+                "ddp_cpu_ms_per_step": round(timed.median("cpu", "ddp"), 4),
+                "cpu_ratio": round(timed.ratio("cpu"), 4),
                 "rounds_wall_ms": wall, "rounds_cpu_ms": cpu,
             })  # fmt: skip
     table = Table(title="ddla allreduce vs plain DDP (median of alternating rounds)")

@@ -18,6 +18,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from alternate import alternate
 from records import write_record
 from rich.console import Console
 from rich.table import Table
@@ -55,32 +56,33 @@ def main() -> None:
                 "off": RunConfig.load(None, base),
                 "on": RunConfig.load(None, [*base, f"profile.steps=0:{args.steps}"]),
             }
-            wall: dict[str, list[float]] = {"off": [], "on": []}
-            cpu: dict[str, list[float]] = {"off": [], "on": []}
             exports: list[float] = []
-            for r in range(args.rounds):
-                for side in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                    w, c, e = run(configs[side])
-                    wall[side].append(w / args.steps * 1e3)
-                    cpu[side].append(c / args.steps * 1e3)
-                    if side == "on" and e is not None:
-                        exports.append(e)
-                    console.print(
-                        f"{strategy} round={r} profile {side}: {wall[side][-1]:.3f} ms/step "
-                        f"wall, {cpu[side][-1]:.3f} ms/step cpu"
-                    )
-            med = {
-                k: {s: statistics.median(v[s]) for s in v}
-                for k, v in (("wall", wall), ("cpu", cpu))
-            }
+
+            def measure(side: str, configs=configs, exports=exports) -> tuple[float, float]:
+                w, c, e = run(configs[side])
+                if side == "on" and e is not None:
+                    exports.append(e)
+                return w, c
+
+            timed = alternate(
+                ("off", "on"),
+                rounds=args.rounds,
+                steps=args.steps,
+                measure=measure,
+                report=lambda r, side, w, c, strategy=strategy: console.print(
+                    f"{strategy} round={r} profile {side}: {w:.3f} ms/step wall, "
+                    f"{c:.3f} ms/step cpu"
+                ),
+            )
+            wall, cpu = timed.wall, timed.cpu
             figures.append({
                 "strategy": strategy, "agents": args.agents,
-                "off_ms_per_step": round(med["wall"]["off"], 4),
-                "on_ms_per_step": round(med["wall"]["on"], 4),
-                "wall_ratio": round(med["wall"]["on"] / med["wall"]["off"], 4),
-                "off_cpu_ms_per_step": round(med["cpu"]["off"], 4),
-                "on_cpu_ms_per_step": round(med["cpu"]["on"], 4),
-                "cpu_ratio": round(med["cpu"]["on"] / med["cpu"]["off"], 4),
+                "off_ms_per_step": round(timed.median("wall", "off"), 4),
+                "on_ms_per_step": round(timed.median("wall", "on"), 4),
+                "wall_ratio": round(timed.ratio("wall"), 4),
+                "off_cpu_ms_per_step": round(timed.median("cpu", "off"), 4),
+                "on_cpu_ms_per_step": round(timed.median("cpu", "on"), 4),
+                "cpu_ratio": round(timed.ratio("cpu"), 4),
                 "export_s": statistics.median(exports) if exports else None,
                 "rounds_wall_ms": wall, "rounds_cpu_ms": cpu,
             })  # fmt: skip
