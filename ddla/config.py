@@ -32,6 +32,7 @@ from ddla.data.config import DataConfig
 from ddla.data.preprocess import check_preprocess
 from ddla.errors import ConfigError
 from ddla.faults import FaultConfig, check_faults
+from ddla.sync.checks import check_sync_run
 from ddla.fed.config import FedConfig, check_fed
 from ddla.models.config import ModelConfig, check_decomposition
 from ddla.models.fusion.check import check_keep_agent_models
@@ -162,6 +163,7 @@ class RunConfig:
         check_preprocess(self)
         check_keep_agent_models(self)
         check_background(self)
+        check_sync_run(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
