@@ -32,13 +32,13 @@ from ddla.data.config import DataConfig
 from ddla.data.preprocess import check_preprocess
 from ddla.errors import ConfigError
 from ddla.faults import FaultConfig, check_faults
-from ddla.sync.checks import check_sync_run
 from ddla.fed.config import FedConfig, check_fed
 from ddla.models.config import ModelConfig, check_decomposition
 from ddla.models.fusion.check import check_keep_agent_models
 from ddla.optim import OptimConfig
 from ddla.profile.config import ProfileConfig
 from ddla.security.config import SecurityConfig, check_run
+from ddla.sync.checks import check_sync_run
 from ddla.sync.config import SyncConfig, check_background
 
 

@@ -439,9 +439,7 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
             server = transport.side_channel()
             handle = server.irecv(torch.empty(6, dtype=torch.int64), channel=7)  # any worker
         """
-        child = self._derive(
-            self._pg, list(range(self.world_size)), run_wide=False, prefix="side/"
-        )
+        child = self._derive(self._pg, list(range(self.world_size)), run_wide=False, prefix="side/")
         child.stats = CommStats()
         child.clock = RealClock()
         child._links = None

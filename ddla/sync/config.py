@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
-
-import math
 
 from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError

@@ -82,6 +82,9 @@ class ShardServer:
         ]
         self._decoder = build_compressor(spec)
         self.version = 0
+        #: The latest arrival time of a request (its sender's clock): when the shard's current
+        #: values existed, on the workers' clocks.
+        self.time = float("-inf")
         self.lock = threading.Lock()
         self.local_in: queue.Queue[tuple[int, int, Any, float]] = queue.Queue()
         self.local_out: queue.Queue[tuple[int, float, list[torch.Tensor], int]] = queue.Queue()
@@ -180,6 +183,7 @@ class ShardServer:
     # ---- requests ---------------------------------------------------------------------------
 
     def _handle(self, source: int, msg: wire.Message, body: Any, arrival: float) -> None:
+        self.time = max(self.time, arrival)
         if source in self._heard:
             self._heard[source] = time.monotonic()
         if msg.kind == wire.PUSH:
@@ -202,13 +206,10 @@ class ShardServer:
             raise DdlaError(f"parameter server {self.index}: unknown request {msg.kind}")
 
     def _decode(self, body: Any) -> list[torch.Tensor]:
-        if isinstance(body, list):  # the co-located worker hands its payloads over as they are
-            payloads = body
-        else:
-            payloads = unpack(body, self._templates)
-        return [self._decoder.decompress(p).reshape(t.shape) for p, t in zip(payloads,
-                                                                              self.params,
-                                                                              strict=True)]  # fmt: skip
+        # The co-located worker hands its payloads over as they are.
+        payloads = body if isinstance(body, list) else unpack(body, self._templates)
+        pairs = zip(payloads, self.params, strict=True)
+        return [self._decoder.decompress(p).reshape(t.shape) for p, t in pairs]
 
     def _push(self, worker: int, update: list[torch.Tensor], arrival: float) -> None:
         stale, pulled_version = self._pulled.get(worker, (0, 0))

@@ -79,9 +79,7 @@ def plan(topology: str, n: int, *, rank: int, round_: int, seed: int = 0) -> Pla
         return Plan((), (), {}, 1.0)
     if topology in ("ring", "torus"):
         mine = neighbours(topology, n, rank)
-        weights = {
-            j: 1.0 / (1 + max(len(mine), len(neighbours(topology, n, j)))) for j in mine
-        }
+        weights = {j: 1.0 / (1 + max(len(mine), len(neighbours(topology, n, j)))) for j in mine}
         return Plan(tuple(mine), tuple(mine), weights, 1.0 - sum(weights.values()))
     if topology == "exponential":
         hops = max(1, math.ceil(math.log2(n)))

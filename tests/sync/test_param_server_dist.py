@@ -33,6 +33,8 @@ def _batch(rank: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _train(transport: Transport, sync: dict, steps: int, slow: dict | None = None) -> dict:
     torch.set_num_threads(1)
+    if transport.timeout_s > 30:  # under load a peer can take minutes to reach its first step
+        transport.timeout_s = 300.0
     model = _model()
     opt = torch.optim.SGD(model.parameters(), lr=LR)
     strategy = build_strategy(
@@ -83,7 +85,7 @@ def _agent_sync(transport: Transport) -> dict:
 
 
 def test_s0_one_server_is_synchronous_sgd_and_shards_agree():
-    results = run_agents(_agent_sync, 3, timeout_s=240)
+    results = run_agents(_agent_sync, 3, timeout_s=900)
     expected = _reference([0, 1, 2], 6)
     for r in results:
         torch.testing.assert_close(r["one"]["params"], expected, rtol=1e-5, atol=1e-6)
@@ -103,7 +105,7 @@ def _agent_stale(transport: Transport, bound: str) -> dict:
 
 @pytest.mark.parametrize("bound", ["2"])
 def test_staleness_never_exceeds_the_bound_with_a_slow_worker(bound):
-    results = run_agents(_agent_stale, 3, bound, timeout_s=240)
+    results = run_agents(_agent_stale, 3, bound, timeout_s=900)
     summary = results[0]["summary"]
     assert summary["max_staleness"] <= int(bound)
     assert max(max(r["seen"]) for r in results) <= int(bound)
@@ -115,7 +117,7 @@ def test_staleness_never_exceeds_the_bound_with_a_slow_worker(bound):
 
 @pytest.mark.slow
 def test_unbounded_staleness_runs_ahead():
-    results = run_agents(_agent_stale, 3, "inf", timeout_s=240)
+    results = run_agents(_agent_stale, 3, "inf", timeout_s=900)
     assert max(max(r["seen"]) for r in results[:2]) > 2
 
 
@@ -124,14 +126,14 @@ def _agent_dedicated(transport: Transport) -> dict:
 
 
 def test_dedicated_server_is_synchronous_sgd_of_the_workers():
-    results = run_agents(_agent_dedicated, 3, timeout_s=240)
+    results = run_agents(_agent_dedicated, 3, timeout_s=900)
     expected = _reference([0, 1], 5)
     for r in results:
         torch.testing.assert_close(r["params"], expected, rtol=1e-5, atol=1e-6)
 
 
 def _agent_dead_worker(transport: Transport) -> dict:
-    transport.timeout_s = 8.0  # the server names a worker silent this long
+    transport.timeout_s = 30.0  # the server names a worker silent this long
     if transport.rank == 2:
         model = _model()
         opt = torch.optim.SGD(model.parameters(), lr=LR)
@@ -145,11 +147,11 @@ def _agent_dead_worker(transport: Transport) -> dict:
 
 def test_dead_worker_is_named():
     with pytest.raises(AgentFailedError, match="worker rank 2"):
-        run_agents(_agent_dead_worker, 3, timeout_s=120, allow_exit=(2,))
+        run_agents(_agent_dead_worker, 3, timeout_s=900, allow_exit=(2,))
 
 
 def _agent_dead_server(transport: Transport) -> dict:
-    transport.timeout_s = 8.0
+    transport.timeout_s = 30.0
     if transport.rank == 0:
         model = _model()
         opt = torch.optim.SGD(model.parameters(), lr=LR)
@@ -163,11 +165,11 @@ def _agent_dead_server(transport: Transport) -> dict:
 
 def test_dead_server_is_named():
     with pytest.raises(AgentFailedError, match=r"parameter server 0 \(rank 0\)"):
-        run_agents(_agent_dead_server, 3, timeout_s=120, allow_exit=(0,))
+        run_agents(_agent_dead_server, 3, timeout_s=900, allow_exit=(0,))
 
 
 def test_refusals():
-    with pytest.raises(ConfigError, match="sync.staleness"):
+    with pytest.raises(ConfigError, match=r"sync\.staleness"):
         SyncConfig(strategy="param_server", staleness="-1")
     with pytest.raises(ConfigError, match="server_ranks names 1"):
         SyncConfig(strategy="param_server", servers=2, server_ranks="0")
