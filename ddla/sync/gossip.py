@@ -65,7 +65,7 @@ class Gossip(Strategy):
                 "sync.strategy=gossip does not seal the parameters it exchanges yet",
                 help="turn security.enabled off, or use allreduce/diloco for a secured run",
             )
-        if self.config.compress != "none":
+        if self.config.compress != "none" and self.transport.world_size > 1:
             raise ConfigError(
                 f"sync.compress={self.config.compress} with gossip: compressed gossip needs "
                 "CHOCO-SGD's error compensation, which is not built",

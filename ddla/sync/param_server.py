@@ -129,12 +129,11 @@ class ParamServer(Strategy):
         now = self.transport.clock.now()
         sends = []
         for s, rank in enumerate(self.server_ranks):
-            payloads = [self.compressor.compress(deltas[i], key=f"t{i}") for i in self.shards[s]]
-            if rank == self.transport.rank:
+            if rank == self.transport.rank:  # nothing travels, so nothing is compressed
                 assert self.server is not None
-                self.server.local_in.put((rank, wire.PUSH, payloads, now))
+                self.server.handle_local(wire.PUSH, [deltas[i] for i in self.shards[s]], now)
                 continue
-            body = pack(payloads)
+            body = pack([self.compressor.compress(deltas[i], key=f"t{i}") for i in self.shards[s]])
             h = wire.header(wire.PUSH, clock=self.clock, nbytes=body.numel(), time=now)
             sends.append((s, rank, self._isend(h, rank, "control", wire.REQUEST, s)))
             sends.append((s, rank, self._isend(body, rank, "train", wire.REQUEST_BODY, s)))
@@ -230,7 +229,7 @@ class ParamServer(Strategy):
             if rank == t.rank:
                 if self.is_worker:
                     assert self.server is not None
-                    self.server.local_in.put((rank, wire.DONE, None, now))
+                    self.server.handle_local(wire.DONE, None, now)
                 continue
             h = wire.header(wire.DONE, clock=self.clock, time=now)
             sends.append((s, rank, self._isend(h, rank, "control", wire.REQUEST, s)))

@@ -4,8 +4,8 @@ It runs on a thread of its agent (co-located with a worker, or on a dedicated ag
 to workers through the Transport's point-to-point seam only: any-source receive of request
 headers, then the body from that worker (:mod:`ddla.sync.ps_wire`), on a side channel
 (:meth:`ddla.comm.Transport.side_channel`: the server's traffic has its own byte counts and does
-not move its agent's training clock). A worker on the same agent talks to it through two
-in-process queues (a co-located shard moves no bytes).
+not move its agent's training clock). A worker on the same agent calls it directly and takes
+its reply from a queue (a co-located shard moves no bytes).
 
 What it does with each request (:class:`~ddla.sync.ssp.SspGate` decides who waits):
 
@@ -37,7 +37,7 @@ import torch
 
 from ddla.compress import build_compressor
 from ddla.compress.base import unpack
-from ddla.errors import DdlaError, PeerFailedError
+from ddla.errors import CommTimeoutError, DdlaError, PeerFailedError
 from ddla.sync import ps_wire as wire
 from ddla.sync.ssp import SspGate, build_server_optimizer, staleness_scale
 
@@ -85,8 +85,7 @@ class ShardServer:
         #: The latest arrival time of a request (its sender's clock): when the shard's current
         #: values existed, on the workers' clocks.
         self.time = float("-inf")
-        self.lock = threading.Lock()
-        self.local_in: queue.Queue[tuple[int, int, Any, float]] = queue.Queue()
+        self.lock = threading.RLock()  # held around a request; snapshots take it too
         self.local_out: queue.Queue[tuple[int, float, list[torch.Tensor], int]] = queue.Queue()
         self.error: BaseException | None = None
         #: Applied updates: (worker, its clock, staleness in clocks, server steps since its pull).
@@ -106,6 +105,8 @@ class ShardServer:
     def start(self) -> None:
         """Start serving (once; after a checkpoint's state is loaded)."""
         if self._thread is None:
+            if not self.clients:
+                return  # one agent: its worker is served on its own thread
             self._heard = {w: time.monotonic() for w in self.workers}
             self._thread = threading.Thread(target=self._run, name=f"ps{self.index}", daemon=True)
             self._thread.start()
@@ -120,8 +121,6 @@ class ShardServer:
     def _run(self) -> None:
         try:
             self._loop()
-            for handle in self._outbox:
-                handle.wait(timeout_s=self.timeout_s)
         except BaseException as exc:  # the worker threads see it and raise it
             self.error = exc
             self._abort(exc)
@@ -129,56 +128,61 @@ class ShardServer:
     # ---- the loop ---------------------------------------------------------------------------
 
     def _loop(self) -> None:
-        remote = [r for r in self.clients]
-        recv = self._post() if remote else None
-        while not (self._done == self.expect_done and not self._final):
-            busy = False
-            if recv is not None and recv[0].is_completed():
-                handle, buf = recv
-                handle.wait(timeout_s=self.timeout_s)
-                source = int(handle.source)
-                msg = wire.parse(buf)
-                body = None
-                if msg.nbytes:
-                    body = torch.empty(msg.nbytes, dtype=torch.uint8)
-                    self.side.recv(body, src=source, tag="train", channel=wire.REQUEST_BODY)
-                arrival = msg.time + self.side.link_seconds("recv", msg.nbytes, src=source)
-                self._handle(source, msg, body, arrival)
-                recv = self._post() if set(remote) - self._done else None
-                busy = True
+        """Take requests from the other agents until each has said DONE.
+
+        It blocks in the any-source receive of the next header (gloo marks a receive complete
+        only in ``wait``, so there is no polling it): a wait that expires means no other agent
+        sent anything for ``timeout_s``, and the workers that owed an update are named.
+        """
+        remote = set(self.clients)
+        while remote - self._done:
+            buf = wire.empty_header()
+            handle = self.side.irecv(buf, tag="control", channel=wire.REQUEST)
             try:
-                source, kind, body, sent_at = self.local_in.get_nowait()
-                self._handle(source, wire.Message(kind, 0, 0, sent_at, 0, 0), body, sent_at)
-                busy = True
-            except queue.Empty:
-                pass
-            self._outbox = [h for h in self._outbox if not self._settled(h)]
-            if not busy:
-                self._check_silence()
-                time.sleep(0.0005)
+                handle.wait(timeout_s=self.timeout_s)
+            except CommTimeoutError:
+                with self.lock:
+                    self._silent()
+                raise
+            source = int(handle.source)  # type: ignore[arg-type]
+            msg = wire.parse(buf)
+            body = None
+            if msg.nbytes:
+                body = torch.empty(msg.nbytes, dtype=torch.uint8)
+                self.side.recv(body, src=source, tag="train", channel=wire.REQUEST_BODY)
+            arrival = msg.time + self.side.link_seconds("recv", msg.nbytes, src=source)
+            self._serve(source, msg, body, arrival)
 
-    def _post(self) -> tuple[Any, torch.Tensor]:
-        buf = wire.empty_header()
-        return self.side.irecv(buf, tag="control", channel=wire.REQUEST), buf
+    def handle_local(self, kind: int, body: Any, sent_at: float) -> None:
+        """A request of the worker on this agent (its reply comes on :attr:`local_out`)."""
+        if self.error is not None:
+            raise self.error
+        self._serve(self.rank, wire.Message(kind, 0, 0, sent_at, 0, 0), body, sent_at)
 
-    def _settled(self, handle: Any) -> bool:
-        if handle.is_completed():
+    def _serve(self, source: int, msg: wire.Message, body: Any, arrival: float) -> None:
+        with self.lock:
+            self._handle(source, msg, body, arrival)
+            sends, self._outbox = self._outbox, []
+        for handle in sends:  # outside the lock: a send completes when its receiver is ready
             handle.wait(timeout_s=self.timeout_s)
-            return True
-        return False
 
-    def _check_silence(self) -> None:
+    def _silent(self) -> None:
+        """Raise naming the workers that owe an update and sent nothing for ``timeout_s``."""
         now = time.monotonic()
-        for w in self.workers:
-            owes = w not in self._done and w not in self._waiting and w not in self._final
-            if owes and now - self._heard[w] > self.timeout_s:
-                self._culprit = w
-                raise PeerFailedError(
-                    f"parameter server {self.index} (rank {self.rank}): worker rank {w} sent "
-                    f"no update for {self.timeout_s:g} s (its last clock "
-                    f"{self.gate.clocks[w]}); it died or is stuck",
-                    help="see that agent's log; a lost worker ends a param_server run",
-                )
+        owing = [
+            w for w in self.workers
+            if w not in self._done and w not in self._waiting and w not in self._final
+            and now - self._heard[w] > self.timeout_s
+        ]  # fmt: skip
+        if owing:
+            self._culprit = owing[0]
+            ranks = ", ".join(map(str, owing))
+            raise PeerFailedError(
+                f"parameter server {self.index} (rank {self.rank}): worker rank {ranks} sent "
+                f"no update for {self.timeout_s:g} s (clock "
+                f"{self.gate.clocks[owing[0]]}); it died or is stuck",
+                help="see that agent's log; a lost worker ends a param_server run",
+            )
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -206,9 +210,9 @@ class ShardServer:
             raise DdlaError(f"parameter server {self.index}: unknown request {msg.kind}")
 
     def _decode(self, body: Any) -> list[torch.Tensor]:
-        # The co-located worker hands its payloads over as they are.
-        payloads = body if isinstance(body, list) else unpack(body, self._templates)
-        pairs = zip(payloads, self.params, strict=True)
+        if isinstance(body, list):  # the co-located worker's update, uncompressed
+            return [u.reshape(t.shape) for u, t in zip(body, self.params, strict=True)]
+        pairs = zip(unpack(body, self._templates), self.params, strict=True)
         return [self._decoder.decompress(p).reshape(t.shape) for p, t in pairs]
 
     def _push(self, worker: int, update: list[torch.Tensor], arrival: float) -> None:

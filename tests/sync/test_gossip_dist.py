@@ -97,7 +97,7 @@ def test_topologies_are_doubly_stochastic():
 
 
 def test_gossip_refuses_compression():
-    with Transport.single() as t, pytest.raises(ConfigError, match="CHOCO"):
-        model = torch.nn.Linear(2, 2)
-        build_strategy(SyncConfig(strategy="gossip", compress="int8"), transport=t, model=model,
-                       optimizer=torch.optim.SGD(model.parameters(), lr=0.1))  # fmt: skip
+    from ddla.config import RunConfig
+
+    with pytest.raises(ConfigError, match="CHOCO"):
+        RunConfig.load(None, ["agents=2", "sync.strategy=gossip", "sync.compress=int8"])

@@ -100,7 +100,7 @@ def test_s0_one_server_is_synchronous_sgd_and_shards_agree():
 
 
 def _agent_stale(transport: Transport, bound: str) -> dict:
-    return _train(transport, {"staleness": bound}, 12, slow={2: 0.05})
+    return _train(transport, {"staleness": bound}, 12, slow={2: 0.5})
 
 
 @pytest.mark.parametrize("bound", ["2"])
