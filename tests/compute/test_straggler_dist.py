@@ -44,6 +44,7 @@ def _agent(transport: Transport, clock: str) -> dict:
 
 
 @pytest.mark.dist
+@pytest.mark.timeout(900)
 def test_virtual_cpu_peers_wait_for_the_straggler():
     fast, slow = run_agents(_agent, 2, "virtual-cpu", timeout_s=600)
     assert slow["extra"] > 0

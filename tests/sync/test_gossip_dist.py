@@ -15,7 +15,8 @@ from ddla.sync import SyncConfig, build_strategy
 from ddla.sync.topology import mixing_matrix, plan, second_eigenvalue
 from ddla.testing import run_agents
 
-pytestmark = pytest.mark.dist
+# Spawning agents and importing torch take minutes on a loaded shared machine.
+pytestmark = [pytest.mark.dist, pytest.mark.timeout(900)]
 
 WORLD = 4
 ROUNDS = 6

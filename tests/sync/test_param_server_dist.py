@@ -15,7 +15,8 @@ from ddla.errors import ConfigError
 from ddla.sync import SyncConfig, build_strategy
 from ddla.testing import AgentFailedError, run_agents
 
-pytestmark = pytest.mark.dist
+# Spawning agents and importing torch take minutes on a loaded shared machine.
+pytestmark = [pytest.mark.dist, pytest.mark.timeout(900)]
 
 IN, HID, OUT = 6, 5, 3
 LR = 0.1
