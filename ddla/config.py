@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -186,10 +187,7 @@ class RunConfig:
                     f"malformed override {item!r}",
                     help="write overrides as --set section.key=value",
                 )
-            value = yaml.safe_load(raw) if raw else ""
-            if isinstance(value, int) and ":" in raw:  # YAML 1.1 sexagesimal: 3:9 reads 189
-                value = raw.strip()
-            _set_path(values, key.strip().split("."), value)
+            _set_path(values, key.strip().split("."), _scalar(raw))
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +222,16 @@ def _set_path(values: dict[str, Any], keys: list[str], value: Any) -> None:
             raise ConfigError(f"setting {'.'.join(keys)!r}: {k!r} is not a section")
         values = nxt
     values[keys[-1]] = value
+
+
+def _scalar(raw: str) -> Any:
+    """An override's value as YAML reads it, except that ``3:3`` stays a string: YAML 1.1 reads
+    it as the base-60 number 183, which no setting means (``fault.slow=RANK:FACTOR``)."""
+    if not raw:
+        return ""
+    if re.fullmatch(r"\s*[0-9]+(:[0-9.]+)+\s*", raw):
+        return raw.strip()
+    return yaml.safe_load(raw)
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:

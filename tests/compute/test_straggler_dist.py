@@ -76,3 +76,11 @@ def test_fault_slow_refusals():
 
     with pytest.raises(ConfigError, match="agent 5 does not exist"):
         RunConfig.load(None, ["agents=2", "fault.slow=5:2"])
+
+
+def test_rank_colon_factor_survives_yaml():
+    from ddla.config import RunConfig
+
+    # YAML 1.1 reads 3:3 as the base-60 number 183; an override keeps it a string.
+    assert RunConfig.load(None, ["agents=4", "fault.slow=3:3"]).fault.slowdown(3) == 3.0
+    assert RunConfig.load(None, ["agents=4", "fault.slow=1:1.5,3:2"]).fault.slowdown(1) == 1.5
