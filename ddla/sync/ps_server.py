@@ -151,20 +151,24 @@ class ShardServer:
                 body = torch.empty(msg.nbytes, dtype=torch.uint8)
                 self.side.recv(body, src=source, tag="train", channel=wire.REQUEST_BODY)
             arrival = msg.time + self.side.link_seconds("recv", msg.nbytes, src=source)
-            self._serve(source, msg, body, arrival)
+            for handle in self._serve(source, msg, body, arrival):
+                handle.wait(timeout_s=self.timeout_s)  # outside the lock
 
-    def handle_local(self, kind: int, body: Any, sent_at: float) -> None:
-        """A request of the worker on this agent (its reply comes on :attr:`local_out`)."""
+    def handle_local(self, kind: int, body: Any, sent_at: float) -> list[Any]:
+        """A request of the worker on this agent (its reply comes on :attr:`local_out`).
+
+        Returns the replies it sent to other workers, for the caller to ``wait`` once it has
+        its own replies: waiting now could deadlock with a co-located server on another agent
+        whose worker is waiting here in the same way."""
         if self.error is not None:
             raise self.error
-        self._serve(self.rank, wire.Message(kind, 0, 0, sent_at, 0, 0), body, sent_at)
+        return self._serve(self.rank, wire.Message(kind, 0, 0, sent_at, 0, 0), body, sent_at)
 
-    def _serve(self, source: int, msg: wire.Message, body: Any, arrival: float) -> None:
+    def _serve(self, source: int, msg: wire.Message, body: Any, arrival: float) -> list[Any]:
         with self.lock:
             self._handle(source, msg, body, arrival)
             sends, self._outbox = self._outbox, []
-        for handle in sends:  # outside the lock: a send completes when its receiver is ready
-            handle.wait(timeout_s=self.timeout_s)
+        return sends
 
     def _silent(self) -> None:
         """Raise naming the workers that owe an update and sent nothing for ``timeout_s``."""
