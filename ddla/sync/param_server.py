@@ -21,9 +21,9 @@ it. ``finish`` pushes what is left, then every agent gets the final parameters, 
 A server that dies takes the only copy of its shard: the workers waiting for it fail with a
 ``PeerFailedError`` naming it, and the run can restart from its last checkpoint (which holds
 the servers' shards, optimizer state, versions and worker clocks: ``train.checkpoint_every``
-with ``fault.max_restarts``). A worker that dies is named by its server after ``comm.timeout_s``
-without an update, and the run ends (the elastic membership of ``ddla.comm.elastic`` covers the
-periodic strategies' collectives, not a server's clocks yet).
+with ``fault.max_restarts``). A worker that dies is named by its server after twice
+``comm.timeout_s`` without an update, and the run ends (the elastic membership of
+``ddla.comm.elastic`` covers the periodic strategies' collectives, not a server's clocks yet).
 
 Example (one agent: its own server, the same code path as N):
 
@@ -166,7 +166,7 @@ class ParamServer(Strategy):
         """The reply of server ``s``: its shard's values (after any wait the bound imposes)."""
         t = self.transport
         started = time.monotonic()
-        limit = 2 * t.timeout_s  # a server names a silent worker after timeout_s, then aborts
+        limit = 3 * t.timeout_s  # a server names a silent worker after 2 x timeout_s, aborts
         if rank == t.rank:
             assert self.server is not None
             while True:

@@ -22,8 +22,8 @@ Time: each request carries the sender's clock reading; it arrives that plus its 
 time, and a reply leaves at the later of the request's arrival and the arrival of the request
 that released it, so on virtual clocks a worker that waited sees that time as waiting.
 
-Failures: a worker that sends nothing for ``timeout_s`` while it owes an update is named in a
-``PeerFailedError``; the server sends ``ABORT`` naming it to every waiting worker and stops.
+Failures: a worker that sends nothing for twice ``timeout_s`` while it owes an update is named
+in a ``PeerFailedError``; the server sends ``ABORT`` naming it to every waiting worker and stops.
 """
 
 from __future__ import annotations
@@ -69,6 +69,10 @@ class ShardServer:
         self.bound = config.staleness_bound
         self.scale = config.staleness_scale
         self.timeout_s = transport.timeout_s
+        #: How long no request may come before the workers that owe one are named: twice the
+        #: Transport's timeout, so an evaluation (a collective every agent attends, pushing
+        #: nothing meanwhile) that stays within the timeout never looks like a dead worker.
+        self.silence_s = 2 * transport.timeout_s
         self.gate = SspGate(workers=self.workers, staleness=self.bound)
         #: Agents that say DONE: every other agent, and this one's worker when co-located.
         self.clients = [r for r in range(transport.world_size) if r != self.rank]
@@ -132,14 +136,14 @@ class ShardServer:
 
         It blocks in the any-source receive of the next header (gloo marks a receive complete
         only in ``wait``, so there is no polling it): a wait that expires means no other agent
-        sent anything for ``timeout_s``, and the workers that owed an update are named.
+        sent anything for :attr:`silence_s`, and the workers that owed an update are named.
         """
         remote = set(self.clients)
         while remote - self._done:
             buf = wire.empty_header()
             handle = self.side.irecv(buf, tag="control", channel=wire.REQUEST)
             try:
-                handle.wait(timeout_s=self.timeout_s)
+                handle.wait(timeout_s=self.silence_s)
             except CommTimeoutError:
                 with self.lock:
                     self._silent()
@@ -171,19 +175,19 @@ class ShardServer:
         return sends
 
     def _silent(self) -> None:
-        """Raise naming the workers that owe an update and sent nothing for ``timeout_s``."""
+        """Raise naming the workers that owe an update and sent nothing for ``silence_s``."""
         now = time.monotonic()
         owing = [
             w for w in self.workers
             if w not in self._done and w not in self._waiting and w not in self._final
-            and now - self._heard[w] > self.timeout_s
+            and now - self._heard[w] > self.silence_s
         ]  # fmt: skip
         if owing:
             self._culprit = owing[0]
             ranks = ", ".join(map(str, owing))
             raise PeerFailedError(
                 f"parameter server {self.index} (rank {self.rank}): worker rank {ranks} sent "
-                f"no update for {self.timeout_s:g} s (clock "
+                f"no update for {self.silence_s:g} s (clock "
                 f"{self.gate.clocks[owing[0]]}); it died or is stuck",
                 help="see that agent's log; a lost worker ends a param_server run",
             )
