@@ -187,14 +187,15 @@ class ParamServer(Strategy):
             h = wire.empty_header()
             try:
                 t.recv(h, src=rank, tag="control", channel=wire.REPLY, timeout_s=limit)
-                msg = wire.parse(h)
-                if msg.kind == wire.ABORT:
-                    raise self._aborted(s, rank, msg.a)
-                t.clock.wait_until(msg.time)
-                body = torch.empty(msg.nbytes, dtype=torch.uint8)
+            except CommError as exc:
+                raise self._gone(s, rank, exc) from exc
+            msg = wire.parse(h)
+            if msg.kind == wire.ABORT:
+                raise self._aborted(s, rank, msg.a)
+            t.clock.wait_until(msg.time)
+            body = torch.empty(msg.nbytes, dtype=torch.uint8)
+            try:
                 t.recv(body, src=rank, tag="train", channel=wire.REPLY_BODY, timeout_s=limit)
-            except PeerFailedError:
-                raise
             except CommError as exc:
                 raise self._gone(s, rank, exc) from exc
             values = wire.unflatten(body, [self.params[i] for i in self.shards[s]])
