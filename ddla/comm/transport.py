@@ -300,6 +300,10 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
         """
         if self.world_size < 2 or not self.clock.synchronizes or tag not in self._link_tags:
             return
+        if self._background:
+            # A background transfer must not move the training thread's clock: its arrival is
+            # modelled by BackgroundLink and waited for in Pending.wait (comm/background.py).
+            return
         reading = torch.tensor([self.clock.now()], dtype=torch.float64)
         work = self._pg.allreduce(
             reading, op=dist.ReduceOp.MAX, timeout=timedelta(seconds=timeout_s)

@@ -164,7 +164,6 @@ class SyncConfig:
                 "leave sync.background=auto",
             )
 
-
     def dedicated_servers(self) -> list[int]:
         """The ranks of dedicated servers (``sync.server_ranks``); empty when co-located."""
         items = [r.strip() for r in str(self.server_ranks).split(",") if r.strip()]
