@@ -127,21 +127,22 @@ class ParamServer(Strategy):
         self.clock += 1
         deltas = [a - p.detach().float() for a, p in zip(self.anchor, self.params, strict=True)]
         now = self.transport.clock.now()
-        sends = []
+        sends, deferred = [], []
         for s, rank in enumerate(self.server_ranks):
             if rank == self.transport.rank:  # nothing travels, so nothing is compressed
                 assert self.server is not None
                 update = [deltas[i] for i in self.shards[s]]
                 for handle in self.server.handle_local(wire.PUSH, update, now):
-                    sends.append((s, rank, handle))  # replies to others: waited after ours
+                    deferred.append((s, rank, handle))  # replies to others: after ours
                 continue
             body = pack([self.compressor.compress(deltas[i], key=f"t{i}") for i in self.shards[s]])
             h = wire.header(wire.PUSH, clock=self.clock, nbytes=body.numel(), time=now)
             sends.append((s, rank, self._isend(h, rank, "control", wire.REQUEST, s)))
             sends.append((s, rank, self._isend(body, rank, "train", wire.REQUEST_BODY, s)))
+        self._settle(sends)  # our pushes left (a lost server is named here, cleanly)
         for s, rank in enumerate(self.server_ranks):
             self._apply(s, self._receive(s, rank))
-        self._settle(sends)
+        self._settle(deferred)
         self.last_sync = self.local_step
 
     def _isend(self, tensor: torch.Tensor, rank: int, tag: str, channel: int, s: int) -> Any:
@@ -227,20 +228,21 @@ class ParamServer(Strategy):
             self._sync()
         self.serve()
         now = t.clock.now()
-        sends = []
+        sends, deferred = [], []
         for s, rank in enumerate(self.server_ranks):
             if rank == t.rank:
                 if self.is_worker:
                     assert self.server is not None
                     for handle in self.server.handle_local(wire.DONE, None, now):
-                        sends.append((s, rank, handle))
+                        deferred.append((s, rank, handle))
                 continue
             h = wire.header(wire.DONE, clock=self.clock, time=now)
             sends.append((s, rank, self._isend(h, rank, "control", wire.REQUEST, s)))
+        self._settle(sends)
         for s, rank in enumerate(self.server_ranks):
             if rank != t.rank or self.is_worker:
                 self._apply(s, self._receive(s, rank))
-        self._settle(sends)
+        self._settle(deferred)
         if self.server is not None:
             self.server.join()
             if not self.is_worker:
