@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import re
 import tomllib
 import types
 import typing
@@ -225,13 +224,23 @@ def _set_path(values: dict[str, Any], keys: list[str], value: Any) -> None:
 
 
 def _scalar(raw: str) -> Any:
-    """An override's value as YAML reads it, except that ``3:3`` stays a string: YAML 1.1 reads
-    it as the base-60 number 183, which no setting means (``fault.slow=RANK:FACTOR``)."""
+    """An override's value as YAML reads it, except that ``A:B`` stays a string.
+
+    YAML 1.1 reads ``3:9`` as the base-60 number 189 (``-1:5`` as -65, ``1:1.5`` as 61.5); no
+    setting means that, and the settings written ``A:B`` (``profile.steps=3:9``,
+    ``fault.slow=RANK:FACTOR``) then refuse or parse the text itself. This is the one place
+    that keeps them: a number read from a value with a colon is the text that was written.
+
+    Example:
+        >>> _scalar("3:9"), _scalar("-1:5"), _scalar("1:1.5"), _scalar("12"), _scalar("a:b")
+        ('3:9', '-1:5', '1:1.5', 12, 'a:b')
+    """
     if not raw:
         return ""
-    if re.fullmatch(r"\s*[0-9]+(:[0-9.]+)+\s*", raw):
+    value = yaml.safe_load(raw)
+    if isinstance(value, int | float) and not isinstance(value, bool) and ":" in raw:
         return raw.strip()
-    return yaml.safe_load(raw)
+    return value
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:

@@ -121,7 +121,8 @@ def parse_slow(spec: str) -> list[tuple[int, float]]:
         if not sep or not rank.strip().isdigit() or not value >= 1 or value == float("inf"):
             raise ConfigError(
                 f"fault.slow: {item!r} is not RANK:FACTOR with FACTOR >= 1",
-                help="write e.g. --set fault.slow=3:3 (agent 3 computes 3x slower)",
+                help="write e.g. --set fault.slow=3:3 (agent 3 computes 3x slower; quoted in "
+                "a YAML file: slow: '3:3', which YAML would read as a number)",
             )
         pairs.append((int(rank), value))
     return pairs

@@ -102,6 +102,14 @@ class Clock(ABC):
             self._waited += waited
         return waited
 
+    def meet(self, at: float) -> float:
+        """Where this agent meets a peer whose clock read ``at`` (a timestamped message from a
+        parameter server or a gossip neighbour): a synchronizing (virtual) clock waits until
+        then (:meth:`wait_until`); the ``real`` clock already waited for real while it blocked
+        on the message, and another host's monotonic reading means nothing here, so 0.
+        """
+        return self.wait_until(at) if self.synchronizes else 0.0
+
     @abstractmethod
     def _pass(self, seconds: float) -> None:
         """Make ``seconds`` pass on this clock (sleep, or move the offset)."""

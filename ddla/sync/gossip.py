@@ -117,7 +117,7 @@ class Gossip(Strategy):
             for src in step.recv:
                 hh = wire.empty_header()
                 t.recv(hh, src=src, tag="control", channel=HEADER)
-                t.clock.wait_until(wire.parse(hh).time)
+                t.clock.meet(wire.parse(hh).time)
                 theirs = torch.empty_like(body)
                 t.recv(theirs, src=src, tag="train", channel=BODY)
                 mixed += theirs.view(torch.float32) * step.weights[src]

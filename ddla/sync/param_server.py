@@ -184,6 +184,7 @@ class ParamServer(Strategy):
                         ) from None  # fmt: skip
             if kind == wire.ABORT:
                 raise self._aborted(s, rank, stale)
+            self.wait_s += t.clock.meet(at)
         else:
             h = wire.empty_header()
             try:
@@ -193,15 +194,14 @@ class ParamServer(Strategy):
             msg = wire.parse(h)
             if msg.kind == wire.ABORT:
                 raise self._aborted(s, rank, msg.a)
-            t.clock.wait_until(msg.time)
+            self.wait_s += t.clock.meet(msg.time)  # before the body: its link time comes after
             body = torch.empty(msg.nbytes, dtype=torch.uint8)
             try:
                 t.recv(body, src=rank, tag="train", channel=wire.REPLY_BODY, timeout_s=limit)
             except CommError as exc:
                 raise self._gone(s, rank, exc) from exc
             values = wire.unflatten(body, [self.params[i] for i in self.shards[s]])
-            at, stale = msg.time, msg.a
-        self.wait_s += t.clock.wait_until(at)
+            stale = msg.a
         self.staleness_seen.append(int(stale))
         return values
 

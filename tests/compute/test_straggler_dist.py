@@ -4,6 +4,8 @@ the per-agent link/wait split says who waited."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -56,12 +58,20 @@ def test_virtual_cpu_peers_wait_for_the_straggler():
 
 def test_clocks_spend_and_wait():
     real = RealClock()
-    assert real.wait_until(real.now() + 100) == 0.0  # the real clock waited for real
+    t = real.now()
+    # the real clock waits by sleeping (a background transfer's remainder, a peer's reading)
+    waited = real.wait_until(t + 0.05)
+    assert waited > 0 and time.monotonic() >= t + 0.05 and real.waited_s == waited
+    assert real.wait_until(t) == 0.0 and real.modelled_s == 0.0
+    # meeting a peer's reading: the real clock blocked for real on the message (and another
+    # host's monotonic reading is no time here), so it does not wait again
+    assert real.meet(real.now() + 100) == 0.0 and real.waited_s == waited
     v = VirtualClock()
     t = v.now()
     waited = v.wait_until(t + 5.0)
     assert waited == pytest.approx(5.0, abs=0.01) and v.now() >= t + 5.0
     assert v.wait_until(t) == 0.0 and v.waited_s == waited and v.modelled_s == 0.0
+    assert v.meet(v.now() + 1.0) == pytest.approx(1.0, abs=0.01)  # a virtual clock catches up
     c = CpuClock()
     t = c.now()
     c.spend(0.01)  # sleeps 10 ms, which CPU time would not count: added to the reading
@@ -84,3 +94,5 @@ def test_rank_colon_factor_survives_yaml():
     # YAML 1.1 reads 3:3 as the base-60 number 183; an override keeps it a string.
     assert RunConfig.load(None, ["agents=4", "fault.slow=3:3"]).fault.slowdown(3) == 3.0
     assert RunConfig.load(None, ["agents=4", "fault.slow=1:1.5,3:2"]).fault.slowdown(1) == 1.5
+    # ... and 1:1.5 as the base-60 float 61.5 (the --set parser keeps both as written)
+    assert RunConfig.load(None, ["agents=4", "fault.slow=1:1.5"]).fault.slowdown(1) == 1.5
