@@ -99,7 +99,14 @@ def _run(transport, name: str, overrides: list[str], budget_s: float, every_s: f
         config, strategy=strategy, optimizer=opt, loss=loss, batch=batch, train=(x, y)
     )
     clock = transport.clock
-    start = clock.now()
+    # One common start: a virtual-cpu clock reads this process's CPU seconds, which differ
+    # between agents (rank 0 also evaluated the earlier configurations); agents that met
+    # another's timestamps would otherwise count that difference as waiting.
+    reading = torch.tensor([clock.now()], dtype=torch.float64)
+    transport.all_reduce(reading, op="max", tag="control")
+    start = float(reading.item())
+    clock.wait_until(start)
+    waited0 = clock.waited_s
     lockstep = config.sync.strategy != "param_server"
     snapshots: list[tuple[float, list[torch.Tensor]]] = []
     next_snap, step = 0.0, 0
@@ -133,7 +140,9 @@ def _run(transport, name: str, overrides: list[str], budget_s: float, every_s: f
             break
         compute(step)
         step += 1
-        if now >= next_snap and (lockstep or transport.rank == 0):
+        # diloco's global model exists only at its syncs (every H steps): snapshot it there
+        synced = config.sync.strategy != "diloco" or step % (config.sync.every or 1) == 0
+        if now >= next_snap and synced and (lockstep or transport.rank == 0):
             snapshot()
             next_snap += every_s
     strategy.finish()
@@ -147,7 +156,7 @@ def _run(transport, name: str, overrides: list[str], budget_s: float, every_s: f
         "compute_s": None,
         "comm_s": round(float(transport.stats.totals("train")["seconds"]), 3),
         "link_s": round(clock.modelled_s, 3),
-        "wait_s": round(clock.waited_s, 3),
+        "wait_s": round(clock.waited_s - waited0, 3),
         "bytes_sent": int(transport.stats.totals("train")["bytes_sent"]),
     }
     mine["compute_s"] = round(max(mine["clock_s"] - mine["comm_s"], 0.0), 3)
@@ -171,7 +180,12 @@ def _agent(transport, runs: list[tuple[str, list[str]]], budget_s: float, every_
     import torch
 
     torch.set_num_threads(1)
-    return [_run(transport, name, overrides, budget_s, every_s) for name, overrides in runs]
+    out = []
+    for name, overrides in runs:
+        out.append(_run(transport, name, overrides, budget_s, every_s))
+        if transport.rank == 0:  # progress, in case a later configuration fails
+            print(json.dumps({"done": name, "curve": out[-1]["curve"]}), flush=True)
+    return out
 
 
 def _row(result: dict, target: float, straggler: bool) -> dict[str, Any]:
