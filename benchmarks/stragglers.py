@@ -9,8 +9,9 @@ and ``gossip`` (ring, exponential).
 A synchronous strategy's agents take the same steps; an asynchronous one's fast workers take
 more in the same time. So every configuration gets the same *time* budget on the clock, not a
 step budget: each agent trains until its clock reads ``--budget-s``. The global model (the
-servers' values, rank 0's for the synchronous ones, the agents' mean for gossip) is snapshotted
-with the clock time at which it existed, and evaluated on the test set afterwards: time to
+servers' values, rank 0's for allreduce and diloco (diloco's only at its syncs, every H
+steps), the agents' mean for gossip) is snapshotted with the clock time at which it existed
+(every agent's clock starts at the same reading), and evaluated on the test set afterwards: time to
 ``--target`` accuracy and the final accuracy, plus each agent's compute / link / waiting split.
 
 All runs share one spawn of 4 real gloo agents (starting processes and importing torch cost
@@ -18,8 +19,9 @@ minutes per run on this loaded machine); strategies, Transport, link emulation, 
 straggler are the library's (``ddla.sync``, ``ddla.compute.straggler``), the loop is this
 file's, because the agent loop's step budget is what a time budget replaces.
 
-    nice -n 19 python benchmarks/stragglers.py                    # the record
-    nice -n 19 python benchmarks/stragglers.py --budget-s 20 --only allreduce param_server_inf
+    nice -n 10 python benchmarks/stragglers.py --budget-s 20 --every-s 2 --target 0.80  # recorded
+    nice -n 10 python benchmarks/stragglers.py                    # the issue's 88%: hours here
+    nice -n 10 python benchmarks/stragglers.py --budget-s 20 --only allreduce param_server_sinf
     python benchmarks/stragglers.py --table benchmarks/records/stragglers-latest.json
 """
 
@@ -180,6 +182,9 @@ def _agent(transport, runs: list[tuple[str, list[str]]], budget_s: float, every_
     import torch
 
     torch.set_num_threads(1)
+    # rank 0 evaluates each configuration's snapshots while the others wait in the next one's
+    # first collective: minutes on a loaded machine, past run_agents' 60 s default
+    transport.timeout_s = 1800.0
     out = []
     for name, overrides in runs:
         out.append(_run(transport, name, overrides, budget_s, every_s))
@@ -221,6 +226,29 @@ def table(rows: list[dict[str, Any]], target: float) -> str:
     return "\n".join(lines)
 
 
+def verdict(rows: list[dict[str, Any]], target: float) -> str:
+    """The issue's goal over the straggler runs: an asynchronous or gossip configuration
+    reaches ``target`` at least 2x sooner than the best synchronous one, within 1 point of
+    that one's final accuracy."""
+    runs = [r for r in rows if r["straggler"]]
+    sync = [r for r in runs if r["config"] in SYNCHRONOUS and r["time_to_target_s"] is not None]
+    if not sync:
+        return f"no synchronous configuration reached {target:.0%}: the goal is not measured"
+    best = min(sync, key=lambda r: r["time_to_target_s"])
+    line = (f"best synchronous: {best['config']}, {target:.0%} at {best['time_to_target_s']:.1f} s"
+            f", final {best['final_accuracy']:.4f}")  # fmt: skip
+    others = [r for r in runs if r["config"] not in SYNCHRONOUS]
+    for r in sorted(others, key=lambda r: r["time_to_target_s"] or float("inf")):
+        t = r["time_to_target_s"]
+        speed = "not reached" if t is None else f"{best['time_to_target_s'] / t:.2f}x sooner"
+        close = r["final_accuracy"] >= best["final_accuracy"] - 0.01
+        met = t is not None and best["time_to_target_s"] / t >= 2 and close
+        line += (f"; {r['config']}: {speed}, final {r['final_accuracy']:.4f}"
+                 f"{' (goal met)' if met else ''}")  # fmt: skip
+    met_any = "(goal met)" in line
+    return line + (". Goal met." if met_any else ". Goal not met.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--budget-s", type=float, default=120.0, help="clock seconds per run")
@@ -233,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.table is not None:
         record = json.loads(args.table.read_text())
         print(table(record["figures"], record["config"]["target"]))
+        print(verdict(record["figures"], record["config"]["target"]))
         return 0
     os.environ["OMP_NUM_THREADS"] = "1"
     from ddla.testing import run_agents
@@ -256,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         figures=rows,
     )  # fmt: skip
     print(table(rows, args.target))
+    print(verdict(rows, args.target))
     print(f"record: {path}")
     return 0
 
