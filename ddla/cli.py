@@ -121,8 +121,9 @@ def run(
     strategy: Annotated[
         str | None,
         typer.Option(
-            help="allreduce, local_sgd, diloco, streaming_diloco, or federated fedavg, fedsgd, "
-            "fedprox, fedavgm, fedadam, fedyogi, scaffold "
+            help="allreduce, local_sgd, diloco, streaming_diloco, asynchronous param_server "
+            "(sync.servers, sync.staleness), decentralized gossip (sync.topology), or federated "
+            "fedavg, fedsgd, fedprox, fedavgm, fedadam, fedyogi, scaffold "
             "(with fed.clients; default allreduce; periodic ones sync every sync.every steps, "
             "default 20/100/100)."
         ),

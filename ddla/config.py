@@ -38,6 +38,7 @@ from ddla.models.fusion.check import check_keep_agent_models
 from ddla.optim import OptimConfig
 from ddla.profile.config import ProfileConfig
 from ddla.security.config import SecurityConfig, check_run
+from ddla.sync.checks import check_sync_run
 from ddla.sync.config import SyncConfig, check_background
 
 
@@ -162,6 +163,7 @@ class RunConfig:
         check_preprocess(self)
         check_keep_agent_models(self)
         check_background(self)
+        check_sync_run(self)
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -184,10 +186,7 @@ class RunConfig:
                     f"malformed override {item!r}",
                     help="write overrides as --set section.key=value",
                 )
-            value = yaml.safe_load(raw) if raw else ""
-            if isinstance(value, int) and ":" in raw:  # YAML 1.1 sexagesimal: 3:9 reads 189
-                value = raw.strip()
-            _set_path(values, key.strip().split("."), value)
+            _set_path(values, key.strip().split("."), _scalar(raw))
         return cls.from_dict(values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,6 +221,26 @@ def _set_path(values: dict[str, Any], keys: list[str], value: Any) -> None:
             raise ConfigError(f"setting {'.'.join(keys)!r}: {k!r} is not a section")
         values = nxt
     values[keys[-1]] = value
+
+
+def _scalar(raw: str) -> Any:
+    """An override's value as YAML reads it, except that ``A:B`` stays a string.
+
+    YAML 1.1 reads ``3:9`` as the base-60 number 189 (``-1:5`` as -65, ``1:1.5`` as 61.5); no
+    setting means that, and the settings written ``A:B`` (``profile.steps=3:9``,
+    ``fault.slow=RANK:FACTOR``) then refuse or parse the text itself. This is the one place
+    that keeps them: a number read from a value with a colon is the text that was written.
+
+    Example:
+        >>> _scalar("3:9"), _scalar("-1:5"), _scalar("1:1.5"), _scalar("12"), _scalar("a:b")
+        ('3:9', '-1:5', '1:1.5', 12, 'a:b')
+    """
+    if not raw:
+        return ""
+    value = yaml.safe_load(raw)
+    if isinstance(value, int | float) and not isinstance(value, bool) and ":" in raw:
+        return raw.strip()
+    return value
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:

@@ -9,7 +9,8 @@ from the last committed checkpoint (``fault.max_restarts``), losing at most
 ``train.checkpoint_every`` steps.
 
 Faults are data: ``--set fault.kill=1@30`` kills agent 1 when it reaches step 30,
-``fault.stop=2@40`` freezes agent 2 (SIGSTOP), several as ``"1@30,3@60"``.
+``fault.stop=2@40`` freezes agent 2 (SIGSTOP), several as ``"1@30,3@60"``; ``fault.slow=3:3``
+makes agent 3's computation three times slower (a straggler, :mod:`ddla.compute.straggler`).
 
 Example:
     >>> FaultConfig(kill="1@30,0@50").injector().faults[1].rank
@@ -70,6 +71,10 @@ class FaultConfig:
     """Inject: ``RANK@STEP[,RANK@STEP]`` hard-exits that agent when it reaches that step."""
     stop: str = ""
     """Inject: ``RANK@STEP[,...]`` freezes that agent with SIGSTOP (alive, not answering)."""
+    slow: str = ""
+    """Inject: ``RANK:FACTOR[,...]`` makes that agent's computation FACTOR (>= 1) times slower,
+    in every clock (``real`` sleeps; ``virtual``/``virtual-cpu`` also add the time to the
+    reading), so the report's compute/link/wait split shows who waits for whom."""
 
     def __post_init__(self) -> None:
         check_choices(self, "fault")
@@ -81,6 +86,16 @@ class FaultConfig:
             raise ConfigError(f"fault.rejoin_timeout_s must be > 0, got {self.rejoin_timeout_s}")
         _parse(self.kill, "kill")
         _parse(self.stop, "stop")
+        parse_slow(self.slow)
+
+    def slowdown(self, rank: int) -> float:
+        """The factor by which agent ``rank``'s computation is slowed (1.0: not a straggler).
+
+        Example:
+            >>> FaultConfig(slow="3:3,1:1.5").slowdown(3), FaultConfig().slowdown(0)
+            (3.0, 1.0)
+        """
+        return dict(parse_slow(self.slow)).get(rank, 1.0)
 
     def injector(self) -> FaultInjector | None:
         """The injected faults as a :class:`~ddla.testing.FaultInjector` (None if none)."""
@@ -92,6 +107,25 @@ class FaultConfig:
         for rank, step in _parse(self.stop, "stop"):
             injector.stop(rank=rank, at_step=step)
         return injector if len(injector) else None
+
+
+def parse_slow(spec: str) -> list[tuple[int, float]]:
+    """``"3:3,1:1.5"`` -> ``[(3, 3.0), (1, 1.5)]``; refuses anything else in one line."""
+    pairs = []
+    for item in filter(None, (s.strip() for s in str(spec).split(","))):
+        rank, sep, factor = item.partition(":")
+        try:
+            value = float(factor)
+        except ValueError:
+            value = float("nan")
+        if not sep or not rank.strip().isdigit() or not value >= 1 or value == float("inf"):
+            raise ConfigError(
+                f"fault.slow: {item!r} is not RANK:FACTOR with FACTOR >= 1",
+                help="write e.g. --set fault.slow=3:3 (agent 3 computes 3x slower; quoted in "
+                "a YAML file: slow: '3:3', which YAML would read as a number)",
+            )
+        pairs.append((int(rank), value))
+    return pairs
 
 
 def survives(config: RunConfig) -> bool:
@@ -126,7 +160,8 @@ def _unsupported(config: RunConfig) -> str | None:
 def check_faults(config: RunConfig) -> None:
     """Refuse, before agents start, what ``fault.*`` cannot cover."""
     fault = config.fault
-    for rank, _ in _parse(fault.kill, "kill") + _parse(fault.stop, "stop"):
+    named = [r for r, _ in _parse(fault.kill, "kill") + _parse(fault.stop, "stop")]
+    for rank in named + [r for r, _ in parse_slow(fault.slow)]:
         if rank >= config.agents:
             raise ConfigError(
                 f"fault: agent {rank} does not exist (the run has {config.agents} agents)",

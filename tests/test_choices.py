@@ -22,10 +22,10 @@ CASES = [
         "choose one of: real, virtual, virtual-cpu (virtual: no sleeping, for sweeps)",
     ),
     (
-        "sync.strategy=gossip",
-        "sync.strategy: unknown strategy 'gossip'",
+        "sync.strategy=hogwild",
+        "sync.strategy: unknown strategy 'hogwild'",
         "choose one of: allreduce, diloco, fedadam, fedavg, fedavgm, fedprox, fedsgd, fedyogi, "
-        "local_sgd, scaffold, streaming_diloco",
+        "gossip, local_sgd, param_server, scaffold, streaming_diloco",
     ),
     (
         "sync.quantized_reduce=tree",
@@ -65,7 +65,9 @@ def test_declared_values_are_accepted_and_listed():
         "fedprox",
         "fedsgd",
         "fedyogi",
+        "gossip",
         "local_sgd",
+        "param_server",
         "scaffold",
         "streaming_diloco",
     )

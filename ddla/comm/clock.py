@@ -41,10 +41,30 @@ class Clock(ABC):
     """Monotonic seconds plus modelled link time; subclasses decide how that time passes."""
 
     label: ClassVar[str] = "clock"
+    #: Whether this clock's readings must be re-synchronized where agents meet (collectives,
+    #: timestamped messages): a virtual clock does not see the time it spends blocked.
+    synchronizes: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._modelled = 0.0
+        self._waited = 0.0
+
+    @property
+    def waited_s(self) -> float:
+        """Seconds :meth:`wait_until` let pass: on virtual clocks, the modelled time this agent
+        waited for a slower peer or a transfer compute did not cover (on the ``real`` clock a
+        wait for a peer is real time blocked in the backend, not counted here)."""
+        return self._waited
+
+    def spend(self, seconds: float) -> None:
+        """Let ``seconds`` of computation pass (a straggler's extra compute, ``fault.slow``).
+
+        Every clock sleeps them, so that the order in which agents reach a server or a peer
+        follows the model; a :class:`CpuClock`, which does not count sleeping, also adds them
+        to its reading."""
+        if seconds > 0:
+            time.sleep(seconds)
 
     @property
     def modelled_s(self) -> float:
@@ -71,13 +91,24 @@ class Clock(ABC):
 
         For results of background transfers: ``at`` is when the transfer leaves the link. No
         link time is recorded here (it was when the transfer was queued); 0 when ``at`` has
-        passed, i.e. compute covered the transfer.
+        passed, i.e. compute covered the transfer. Also where agents meet on a virtual clock:
+        ``at`` is a peer's reading (a collective's latest arrival, a timestamped message).
         """
         waited = at - self.now()
         if waited <= 0:
             return 0.0
         self._pass(waited)
+        with self._lock:
+            self._waited += waited
         return waited
+
+    def meet(self, at: float) -> float:
+        """Where this agent meets a peer whose clock read ``at`` (a timestamped message from a
+        parameter server or a gossip neighbour): a synchronizing (virtual) clock waits until
+        then (:meth:`wait_until`); the ``real`` clock already waited for real while it blocked
+        on the message, and another host's monotonic reading means nothing here, so 0.
+        """
+        return self.wait_until(at) if self.synchronizes else 0.0
 
     @abstractmethod
     def _pass(self, seconds: float) -> None:
@@ -110,6 +141,7 @@ class VirtualClock(Clock):
     """Modelled time passes instantly: ``now()`` is real time plus the modelled time so far."""
 
     label: ClassVar[str] = "virtual"
+    synchronizes: ClassVar[bool] = True
     #: Where local (compute) time comes from; ``virtual-cpu`` reads CPU time instead.
     _source: ClassVar[Callable[[], float]] = staticmethod(time.monotonic)
 
@@ -133,12 +165,20 @@ class CpuClock(VirtualClock):
     It models each agent on a dedicated core: time an agent spends descheduled because the
     machine is shared (several agents and other jobs on few cores) or blocked waiting for a
     slower peer does not count, so sweeps on a busy machine give the figures of a dedicated
-    one. Agents' clocks are not re-synchronized at collectives, so a genuinely slower agent's
-    delay is not seen by its peers (exact when agents do equal work, as data parallel does).
+    one. Where agents meet, clocks are re-synchronized: a training collective starts at the
+    latest member's reading (``Transport._sync_clocks``) and a timestamped message
+    (parameter server, gossip) arrives no earlier than it was sent, so a slower agent's delay
+    (``fault.slow``) is seen by its peers as waiting (:attr:`waited_s`).
     """
 
     label: ClassVar[str] = "virtual-cpu"
     _source: ClassVar[Callable[[], float]] = staticmethod(time.process_time)
+
+    def spend(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)  # for the order of arrivals; CPU time does not count it
+            with self._lock:
+                self._offset += seconds
 
 
 #: Clock names accepted by ``comm.clock``.

@@ -70,6 +70,7 @@ class Collectives:
     _limit: Callable[[float | None], float]
     _wait: Callable[[Any, float], None]
     _group_name: Callable[[], str]
+    _sync_clocks: Callable[[str, float], None]
 
     def all_reduce(
         self,
@@ -132,6 +133,10 @@ class Collectives:
             return done
         limit = self.timeout_s
         links = self._links if tag in self._link_tags else None
+        try:
+            self._sync_clocks(tag, limit)
+        except RuntimeError as exc:
+            raise self._failure(exc, "all_reduce", tag, limit) from exc
         work = self._pg.allreduce(tensor, op=dist.ReduceOp.SUM, timeout=timedelta(seconds=limit))
 
         def record(fut: torch.futures.Future) -> torch.Tensor:

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+import torch
 import torch.distributed as dist
 
 from ddla.comm.clock import Clock, RealClock, make_clock
@@ -55,6 +56,11 @@ if TYPE_CHECKING:
     from ddla.profile.spans import SpanRecord, Spans
 
 T = TypeVar("T")
+
+#: Collectives whose members meet (their clocks are re-synchronized, see ``_sync_clocks``).
+_MEETING_OPS = frozenset(
+    {"all_reduce", "all_gather", "all_to_all", "all_gather_object", "broadcast"}
+)
 
 
 class _Start(NamedTuple):
@@ -263,6 +269,8 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
         """
         start = self._begin(op)
         try:
+            if op in _MEETING_OPS:
+                self._sync_clocks(tag, timeout_s)
             result = fn()
         except BaseException as exc:
             if start.span is not None:  # a failed call closes its profiler span too
@@ -279,6 +287,29 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
             op, tag, sent, received, start, nbytes=nbytes, peer=peer, root=root, charge=charge
         )
         return result
+
+    def _sync_clocks(self, tag: str, timeout_s: float) -> None:
+        """On a virtual clock, start a training collective at the latest agent's reading.
+
+        A collective cannot start before its last member arrives; a virtual clock does not see
+        the time it blocked waiting for that member (a ``virtual-cpu`` clock counts CPU time
+        only, and a straggler's extra compute is modelled, ``fault.slow``), so the members
+        agree on the latest reading (one 8-byte max all-reduce, not counted: it is the
+        simulation's bookkeeping, not the algorithm's traffic) and the earlier ones wait
+        until then (:attr:`Clock.waited_s`). Only ops of the emulated tags (``train``).
+        """
+        if self.world_size < 2 or not self.clock.synchronizes or tag not in self._link_tags:
+            return
+        if self._background:
+            # A background transfer must not move the training thread's clock: its arrival is
+            # modelled by BackgroundLink and waited for in Pending.wait (comm/background.py).
+            return
+        reading = torch.tensor([self.clock.now()], dtype=torch.float64)
+        work = self._pg.allreduce(
+            reading, op=dist.ReduceOp.MAX, timeout=timedelta(seconds=timeout_s)
+        )
+        self._wait(work, timeout_s)
+        self.clock.wait_until(float(reading.item()))
 
     def _begin(self, op: str) -> _Start:
         """First half of the seam: refuse a closed Transport, read the clock, and while a
@@ -400,17 +431,48 @@ class Transport(Collectives, PointToPoint, Subgroups, Membership):
             child._lineage = self._lineage
         return child
 
+    def side_channel(self) -> Transport:
+        """A Transport over this one's group for a service thread (a parameter server) that
+        runs beside the agent's training: its own :class:`CommStats` and a real clock that
+        charges no link time, so the service's traffic neither counts on nor moves this
+        agent's training clock (the service times its messages by their timestamps, see
+        :meth:`link_seconds`). Point-to-point only: collectives stay the agent's.
+
+        Example::
+
+            server = transport.side_channel()
+            handle = server.irecv(torch.empty(6, dtype=torch.int64), channel=7)  # any worker
+        """
+        child = self._derive(self._pg, list(range(self.world_size)), run_wide=False, prefix="side/")
+        child.stats = CommStats()
+        child.clock = RealClock()
+        child._links = None
+        return child
+
+    def link_seconds(
+        self, op: str, nbytes: int, *, src: int | None = None, dst: int | None = None
+    ) -> float:
+        """Modelled seconds of ``op`` moving ``nbytes`` on this agent's emulated links, charged
+        nowhere (0 without emulation): when a message sent at reading ``t`` arrives."""
+        if self._table is None or self.world_size < 2 or not self._table.shaped:
+            return 0.0
+        from ddla.comm.linkmodel import op_seconds
+
+        return op_seconds(op, nbytes, table=self._table, rank=self.rank, src=src, dst=dst)
+
     # ---- accounting for PyTorch components ------------------------------------------------
 
     @property
     def intercepts_payloads(self) -> bool:
         """Whether every training payload must pass through this Transport's own calls.
 
-        True when emulated links shape training traffic (:meth:`emulate_links`); wrappers that
+        True when emulated links shape training traffic (:meth:`emulate_links`) or a virtual
+        clock must be re-synchronized at each collective; wrappers that
         transform payloads (secure aggregation) say True too. Strategies then must not bypass
         it with PyTorch's built-in collectives (DDP's C++ all-reduce).
         """
-        return self._links is not None and "train" in self._link_tags
+        emulated = self._links is not None or self.clock.synchronizes
+        return emulated and "train" in self._link_tags and self.world_size > 1
 
     def account(self, op: str, nbytes: int, *, tag: str = "train") -> None:
         """Record a transfer that a PyTorch component made on this group outside the Transport.

@@ -30,7 +30,23 @@ def build_compute(
     """A :class:`~ddla.compute.federated.FederatedRound` for a federated strategy (clients
     partitioned by ``data.partition`` into ``fed.clients``), a
     :class:`~ddla.compute.pipeline.PipelineCompute` for a pipeline stage of ``layout``, else a
-    data-parallel Replica (whose model may be a tensor-parallel shard)."""
+    data-parallel Replica (whose model may be a tensor-parallel shard); a straggler's
+    (``fault.slow``) wrapped in :class:`~ddla.compute.straggler.Slowed`."""
+    compute = _build(config, strategy, optimizer, loss, batch, train, layout)
+    transport = strategy.transport
+    factor = config.fault.slowdown(transport.global_ranks[transport.rank])
+    if factor == 1.0:
+        return compute
+    from ddla.compute.straggler import Slowed
+
+    return Slowed(compute, factor=factor, transport=transport)
+
+
+def _build(config, strategy, optimizer, loss, batch, train, layout) -> Compute:
+    if hasattr(strategy, "build_compute"):  # a role that is no replica (a dedicated server)
+        role = strategy.build_compute(optimizer=optimizer, loss=loss, batch=batch)
+        if role is not None:
+            return role
     if layout is not None and layout.stages > 1:
         return _pipeline(config, strategy, optimizer, loss, batch, train, layout)
     if not getattr(strategy, "federated", False):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ddla.compute.base import Compute
 
@@ -62,6 +62,9 @@ class Replica(OptimizerStep):
         batch: Callable[[int], Batch],
     ) -> None:
         self.strategy, self.optimizer, self.loss, self.batch = strategy, optimizer, loss, batch
+
+    def summary(self) -> dict[str, Any]:
+        return self.strategy.summary()
 
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = self.loss(self.strategy.train_model(x), y)

@@ -52,6 +52,8 @@ def agent_row(
         "wall_s": round(timer.wall_s(), 4),
         "compute_s": round(timer.compute_s, 4),
         "comm_s": round(timer.comm_s(), 4),
+        "link_s": round(timer.link_s(), 4),
+        "wait_s": round(timer.wait_s(), 4),
         "train_s": round(timer.train_s, 4),
         "train_cpu_s": round(timer.train_cpu_s, 4),
     }
@@ -213,6 +215,8 @@ def build_summary(
                         "bytes_received",
                         "compute_s",
                         "comm_s",
+                        "link_s",
+                        "wait_s",
                         "train_s",
                         "train_cpu_s",
                     )

@@ -1,5 +1,12 @@
 """Where an agent's time goes: compute, communication, time inside training steps, wall.
 
+Communication time (``comm_s``, seconds inside ``train`` Transport calls) splits into the
+modelled link time (``link_s``: transfers on the emulated links) and waiting (``wait_s``: the
+rest, time blocked until a slower peer arrived or a server answered). On a virtual clock the
+waiting is what the clock was moved forward to a later peer's reading; on the real clock it is
+real time blocked. ``fault.slow`` makes one agent's compute slower, so the split shows who waits
+for whom.
+
 Example:
     >>> from ddla.comm import Transport
     >>> timer = AgentTimer(Transport.single())
@@ -37,6 +44,14 @@ class AgentTimer:
 
     def comm_s(self) -> float:
         return float(self.transport.stats.totals("train")["seconds"])
+
+    def link_s(self) -> float:
+        """Modelled link seconds of this agent's transfers (0 without emulated links)."""
+        return float(self.transport.clock.modelled_s)
+
+    def wait_s(self) -> float:
+        """Seconds of communication that were not link time: waiting for peers."""
+        return max(self.comm_s() - self.link_s(), 0.0)
 
     def wall_s(self) -> float:
         return self.wall_offset + self.transport.clock.now() - self.start

@@ -41,6 +41,7 @@ FIGURES = (
     ("time_split.png", "Per-agent time: compute, communication, waiting"),
     ("membership.png", "Agents in the run over time (lost and rejoined agents)"),
     ("timeline.png", "Profiled window: per-agent timeline of compute, communication, waiting"),
+    ("consensus.png", "Gossip: consensus distance of the agents' parameters"),
 )
 
 _PROFILE_KEYS = ("compute_s", "eval_s", "comm_s", "wait_s", "link_modelled_s", "link_measured_s",

@@ -93,7 +93,8 @@ def time_split(run: RunData) -> Figure:
 
 
 def time_rows(run: RunData) -> list[dict[str, float]]:
-    """Per agent: wall, compute, comm and waiting seconds (waiting = wall − compute − comm)."""
+    """Per agent: wall, compute, comm and waiting seconds (waiting = wall − compute − comm,
+    plus the time blocked inside communication beyond its link time, ``wait_s``)."""
     per_agent = (run.summary.get("comm") or {}).get("per_agent") or []
     run_wall = float((run.summary.get("time") or {}).get("wall_s") or 0.0)
     rows = []
@@ -102,13 +103,15 @@ def time_rows(run: RunData) -> list[dict[str, float]]:
         series = run.series(rank)
         wall = float(entry.get("wall_s") or (series[-1].get("wall_s") if series else 0) or run_wall)
         compute, comm = float(entry.get("compute_s") or 0.0), float(entry.get("comm_s") or 0.0)
+        # Blocked inside communication beyond the link's time is waiting for a peer too.
+        blocked = float(entry.get("wait_s") or 0.0) if "link_s" in entry else 0.0
         rows.append(
             {
                 "rank": rank,
                 "wall_s": wall,
                 "compute_s": compute,
-                "comm_s": comm,
-                "wait_s": max(0.0, wall - compute - comm),
+                "comm_s": comm - blocked,
+                "wait_s": max(0.0, wall - compute - comm) + blocked,
             }
         )
     return rows
@@ -150,11 +153,34 @@ def membership(run: RunData) -> Figure | None:
     return fig
 
 
+def consensus(run: RunData) -> Figure | None:
+    """``gossip``: the consensus distance against step, log scale (None for other runs)."""
+    points = (run.summary.get("gossip") or {}).get("consensus") or []
+    if not points:
+        return None
+    fig = Figure(figsize=(10, 3), layout="constrained")
+    ax = fig.subplots()
+    xs, ys = [p[0] for p in points], [max(p[1], 1e-12) for p in points]
+    ax.plot(xs, ys, color="#1c7ed6", marker="o", markersize=3)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("consensus distance")
+    topology = (run.summary.get("gossip") or {}).get("topology", "?")
+    ax.set_title(f"gossip ({topology}): distance of the agents' parameters to their mean",
+                 fontsize=10)  # fmt: skip
+    ax.grid(alpha=0.3)
+    return fig
+
+
 def draw_all(run: RunData) -> dict[str, bytes]:
     """Every plot of the run as PNG bytes, by file name (membership.png after a fault,
-    timeline.png when it profiled)."""
+    timeline.png when it profiled,
+    consensus.png for gossip)."""
     out = {name: _png(curves(run, key, label, scale)) for name, key, label, scale in CURVES}
     out["time_split.png"] = _png(time_split(run))
+    gossip = consensus(run)
+    if gossip is not None:
+        out["consensus.png"] = _png(gossip)
     members = membership(run)
     if members is not None:
         out["membership.png"] = _png(members)

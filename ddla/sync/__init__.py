@@ -21,7 +21,9 @@ from ddla.sync.federated import FederatedStrategy
 from ddla.sync.fedprox import FedProx
 from ddla.sync.fedsgd import FedSGD
 from ddla.sync.fedyogi import FedYogi
+from ddla.sync.gossip import Gossip
 from ddla.sync.local_sgd import LocalSGD
+from ddla.sync.param_server import ParamServer
 from ddla.sync.scaffold import Scaffold
 from ddla.sync.streaming_diloco import StreamingDiLoCo
 
@@ -43,6 +45,8 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "fedadam": FedAdam,
     "fedyogi": FedYogi,
     "scaffold": Scaffold,
+    "param_server": ParamServer,
+    "gossip": Gossip,
 }
 
 

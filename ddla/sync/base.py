@@ -104,6 +104,10 @@ class Strategy:
     def finish(self) -> None:
         """Called once after the last step: leave every agent with the final parameters."""
 
+    def summary(self) -> dict[str, Any]:
+        """Entries this strategy adds to ``summary.json`` (none by default)."""
+        return {}
+
     def close(self) -> None:
         """Detach from the optimizer (the strategy must not act after this)."""
         self._hook.remove()

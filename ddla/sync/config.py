@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
+from ddla.sync.ssp import SERVER_OPTIMIZERS
 
 #: Default H of each strategy. A periodic strategy synchronizing every step would only add
 #: cost to ``allreduce``; DiLoCo's paper uses H=500 for runs of ~88k steps, and these runs are
 #: ~2-5k steps, so H=100 keeps a few dozen rounds (local SGD averages parameters, which
 #: tolerates less drift: H=20). See docs/benchmarks.md for the measured accuracy.
-DEFAULT_EVERY = {"allreduce": 1, "local_sgd": 20, "diloco": 100, "streaming_diloco": 100}
+DEFAULT_EVERY = {"allreduce": 1, "local_sgd": 20, "diloco": 100, "streaming_diloco": 100,
+                 "param_server": 1, "gossip": 1}  # fmt: skip
+
+#: ``sync.topology`` values of ``gossip`` (see :mod:`ddla.sync.topology`).
+TOPOLOGIES = ("ring", "torus", "exponential", "random")
 
 #: Strategies whose synchronization can run on a communication thread (``sync.background``).
 BACKGROUND_STRATEGIES = ("local_sgd", "diloco", "streaming_diloco")
@@ -70,10 +76,63 @@ class SyncConfig:
     """``diloco``/``streaming_diloco`` with overlap > 0: the applied fragment is ``mix * local +
     (1 - mix) * global`` (α in the paper); with overlap 0 the global value replaces the local."""
 
+    servers: int = 1
+    """``param_server``: number of servers; the parameters are cut into that many shards of
+    whole tensors, balanced by size."""
+    server_ranks: str = ""
+    """``param_server``: ranks of dedicated servers (``"0"``, ``"0,1"``; as many as
+    ``sync.servers``), which hold shards and do not train; empty: servers are co-located with
+    the workers of ranks 0..servers-1."""
+    staleness: str = "0"
+    """``param_server``: the stale-synchronous bound S (Ho et al. 2013): a worker never runs
+    more than S clocks ahead of the slowest; ``0`` is synchronous, ``inf`` fully asynchronous."""
+    server_optim: str = choice("sgd", SERVER_OPTIMIZERS, noun="server optimizer")
+    """``param_server``: the servers' optimizer over the updates workers push (``sgd``,
+    ``momentum``, ``adam``)."""
+    server_lr: float = 1.0
+    """``param_server``: the servers' learning rate. Workers push ``lr * grad`` (or, with
+    ``sync.every`` H > 1, the pseudo-gradient of H local steps), so 1.0 with ``sgd`` is plain
+    (synchronous or asynchronous) SGD at the workers' learning rate."""
+    staleness_scale: bool = False
+    """``param_server``: scale an update by ``1/(1+staleness)`` (staleness-aware async SGD)."""
+    topology: str = choice("ring", TOPOLOGIES, noun="topology")
+    """``gossip``: who averages with whom (``ring``, ``torus``, ``exponential``: one peer per
+    round at 2^k hops, ``random``: a fresh random matching each round)."""
+    consensus_every: int = 10
+    """``gossip``: measure the consensus distance every this many synchronizations."""
+
+    @property
+    def staleness_bound(self) -> float:
+        """``sync.staleness`` as a number (``inf`` for fully asynchronous)."""
+        return float(self.staleness)
+
     def __post_init__(self) -> None:
         from ddla.compress import build_compressor
 
         check_choices(self, "sync")
+        try:
+            bound = float(str(self.staleness).strip())
+        except ValueError:
+            bound = float("nan")
+        if not bound >= 0 or (not math.isinf(bound) and bound != int(bound)):
+            raise ConfigError(
+                f"sync.staleness must be a whole number >= 0 or inf, got {self.staleness!r}",
+                help="0 is synchronous, e.g. 2 or 8 bounded, inf fully asynchronous",
+            )
+        self.staleness = "inf" if math.isinf(bound) else str(int(bound))
+        if self.servers < 1:
+            raise ConfigError(f"sync.servers must be >= 1, got {self.servers}")
+        if self.consensus_every < 1:
+            raise ConfigError(f"sync.consensus_every must be >= 1, got {self.consensus_every}")
+        if not self.server_lr > 0:
+            raise ConfigError(f"sync.server_lr must be > 0, got {self.server_lr}")
+        ranks = self.dedicated_servers()
+        if ranks and len(ranks) != self.servers:
+            raise ConfigError(
+                f"sync.server_ranks names {len(ranks)} ranks, sync.servers is {self.servers}",
+                help="name one dedicated rank per server, or leave server_ranks empty "
+                "(co-located servers)",
+            )
         if self.every is None:
             self.every = DEFAULT_EVERY.get(self.strategy, 1)
         if self.every < 1:
@@ -104,6 +163,23 @@ class SyncConfig:
                 help=f"background synchronization is for {', '.join(BACKGROUND_STRATEGIES)}; "
                 "leave sync.background=auto",
             )
+
+    def dedicated_servers(self) -> list[int]:
+        """The ranks of dedicated servers (``sync.server_ranks``); empty when co-located."""
+        items = [r.strip() for r in str(self.server_ranks).split(",") if r.strip()]
+        if not all(r.isdigit() for r in items) or len(set(items)) != len(items):
+            raise ConfigError(
+                f"sync.server_ranks: {self.server_ranks!r} is not a list of distinct ranks",
+                help='write e.g. --set sync.server_ranks="0,1"',
+            )
+        return sorted(int(r) for r in items)
+
+    def server_roles(self, world_size: int) -> tuple[list[int], list[int]]:
+        """``(server ranks, worker ranks)`` of ``param_server`` in a run of ``world_size``."""
+        dedicated = self.dedicated_servers()
+        if dedicated:
+            return dedicated, [r for r in range(world_size) if r not in dedicated]
+        return list(range(self.servers)), list(range(world_size))
 
     @property
     def in_background(self) -> bool:
