@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -35,45 +34,60 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import itertools
 
 import ddla
+from benchmarks.proctree import TreeMonitor
 from benchmarks.records import write_record
 
 PEER = Path(os.environ.get("FLWR_PEER", "/work/shared/peers/flwr"))
 PARTITION = {"iid": "iid", "noniid": "pathological:2"}
 
 
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def _watch(path: Path, t0: float, seen: dict) -> None:
+def _watch(path: Path, t0: float, seen: dict, mon: TreeMonitor, rounds: int) -> None:
     # metrics.jsonl is opened by rank 0 right before its first round: start-up ends there.
-    while "t" not in seen and time.perf_counter() - t0 < 600:
-        if path.exists():
+    # The tree's CPU is stamped when round 1's and the last round's evaluations appear, so
+    # (last - first) / (rounds - 1) is the CPU of a round (training, aggregation, evaluation
+    # and the launcher's wait), as Flower's tree CPU between its evaluations is.
+    mon.exclude_this_thread()
+    while "last" not in mon.marks and time.perf_counter() - t0 < 1800:
+        if "t" not in seen and path.exists():
             seen["t"] = time.perf_counter() - t0
+        if "t" in seen:
+            n = path.read_text().count('"agent": "global"')
+            if n >= 1 and "first" not in mon.marks:
+                mon.mark("first")
+            if n >= rounds:
+                mon.mark("last")
         time.sleep(0.02)
 
 
-def run_ddla(variant: str, rounds: int, out: Path) -> dict:
-    os.environ["OMP_NUM_THREADS"] = "1"
-    cpu0, t0 = _children_cpu(), time.perf_counter()
-    seen: dict = {}
-    watcher = threading.Thread(target=_watch, args=(out / "metrics.jsonl", t0, seen), daemon=True)
-    watcher.start()
-    summary = ddla.launch(
+def _launch(variant: str, rounds: int, out: Path, clients: int, fraction: float) -> dict:
+    return ddla.launch(
         overrides=[
             "agents=2", "data.dataset=fashion-mnist", "model.name=mlp", "model.hidden=128",
-            "sync.strategy=fedavg", "fed.clients=100", "fed.fraction=0.1", "fed.epochs=1",
-            "fed.batch=10", "optim.name=sgd", "optim.lr=0.05", "optim.momentum=0",
-            "optim.schedule=constant",
+            "sync.strategy=fedavg", f"fed.clients={clients}", f"fed.fraction={fraction}",
+            "fed.epochs=1", "fed.batch=10", "optim.name=sgd", "optim.lr=0.05",
+            "optim.momentum=0", "optim.schedule=constant",
             f"data.partition={PARTITION[variant]}", f"train.steps={rounds}",
             "train.eval_every=1", f"out={out}",
         ],
         progress=False,
     )  # fmt: skip
-    wall = time.perf_counter() - t0
-    cpu = _children_cpu() - cpu0
-    watcher.join(timeout=1)
+
+
+def run_ddla(
+    variant: str, rounds: int, out: Path, clients: int = 100, fraction: float = 0.1
+) -> dict:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    t0 = time.perf_counter()
+    seen: dict = {}
+    mon = TreeMonitor(os.getpid())
+    watcher = threading.Thread(
+        target=_watch, args=(out / "metrics.jsonl", t0, seen, mon, rounds), daemon=True
+    )
+    with mon:
+        watcher.start()
+        summary = _launch(variant, rounds, out, clients, fraction)
+        wall = time.perf_counter() - t0
+        watcher.join(timeout=5)
     evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     glob = sorted((e for e in evals if e.get("agent") == "global"), key=lambda e: e["step"])
     times = [0.0] + [e["wall_s"] for e in glob]
@@ -90,11 +104,15 @@ def run_ddla(variant: str, rounds: int, out: Path) -> dict:
     train_cpu = [sum(d[i] for d in deltas) for i in range(rounds)]
     accs = [e["accuracy"] for e in glob]
     return {
-        "tool": "ddla", "variant": variant, "rounds": rounds,
+        "tool": "ddla", "variant": variant, "rounds": rounds, "clients": clients,
+        "fraction": fraction,
         "median_round_s_excl_first": statistics.median(rs[1:]), "first_round_s": rs[0],
         "startup_s": seen.get("t"), "after_training_s": wall - seen.get("t", 0) - times[-1],
-        "cpu_s_total": cpu, "train_cpu_s_per_round_excl_first": statistics.median(train_cpu[1:]),
-        "peak_rss_mb_one_agent": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        "cpu_s_total": mon.cpu_s(), "train_cpu_s_per_round_excl_first": statistics.median(
+            train_cpu[1:]),
+        "tree_cpu_s_per_round_excl_first": (mon.marks["last"] - mon.marks["first"]) / (rounds - 1)
+        if {"first", "last"} <= mon.marks.keys() else None,
+        "peak_pss_mb_tree": mon.peak_pss_mb(),
         "total_wall_s": wall, "final_acc": accs[-1], "acc_curve": accs,
         "startup_phases_rank0": summary["time"].get("startup"),
         "bytes_per_round": statistics.median(h["bytes_sent"] for h in
@@ -119,6 +137,7 @@ def run_flower(variant: str, rounds: int, out: Path, timeout_s: float = 900) -> 
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
         deadline, usage = time.monotonic() + timeout_s, None
+        mon = TreeMonitor(proc.pid).__enter__()  # the driver, its Ray GCS, raylet and workers
         while usage is None:
             pid, status, ru = os.wait4(proc.pid, os.WNOHANG)  # the driver's own rusage
             if pid:
@@ -128,11 +147,13 @@ def run_flower(variant: str, rounds: int, out: Path, timeout_s: float = 900) -> 
                 deadline = float("inf")
             else:
                 time.sleep(0.2)
+        mon.__exit__()
     if not path.exists():
         tail = log.read_text(errors="replace")[-400:]
         return {"failed": f"rc={proc.returncode} after <= {timeout_s} s; log tail: {tail}"}
     res = json.loads(path.read_text())
     res["peak_rss_mb_driver"] = usage.ru_maxrss / 1024
+    res["peak_pss_mb_tree"], res["cpu_s_tree"] = mon.peak_pss_mb(), mon.cpu_s()
     return res
 
 
@@ -141,17 +162,29 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--variants", default="iid,noniid")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--flower-timeout", type=float, default=300, help="seconds, then a failure row")
+    p.add_argument("--scale", default="", help="CLIENTS:FRACTION,...: ddla alone at these scales")
     args = p.parse_args()
     results = []
+    for spec in filter(None, args.scale.split(",")):
+        # The memory goal: many more clients at a small fraction (Flower's simulation engine
+        # keeps a Ray actor pool; ddla keeps no per-client state for fedavg).
+        clients, fraction = spec.split(":")
+        with tempfile.TemporaryDirectory(prefix="fed2-scale-") as tmp:
+            d = run_ddla("iid", args.rounds, Path(tmp), int(clients), float(fraction))
+        row = {"scale": spec, "loadavg": os.getloadavg(), **{f"ddla_{k}": x for k, x in d.items()}}
+        results.append(row)
+        print(json.dumps({k: x for k, x in row.items() if "curve" not in k}), flush=True)
     with tempfile.TemporaryDirectory(prefix="fed2-flower-") as tmp:
-        for rep, v in enumerate([v for v in args.variants.split(",") for _ in range(args.repeats)]):
+        variants = [v for v in filter(None, args.variants.split(",")) for _ in range(args.repeats)]
+        for rep, v in enumerate(variants):
             # Alternate which tool goes first: the machine's load drifts.
             if rep % 2:
-                f = run_flower(v, args.rounds, Path(tmp))
+                f = run_flower(v, args.rounds, Path(tmp), args.flower_timeout)
                 d = run_ddla(v, args.rounds, Path(tmp) / f"ddla-{v}-{rep}")
             else:
                 d = run_ddla(v, args.rounds, Path(tmp) / f"ddla-{v}-{rep}")
-                f = run_flower(v, args.rounds, Path(tmp))
+                f = run_flower(v, args.rounds, Path(tmp), args.flower_timeout)
             if "failed" in f:
                 row = {"variant": v, "flower_failed": f["failed"], "loadavg": os.getloadavg(),
                        **{f"ddla_{k}": x for k, x in d.items()}}  # fmt: skip
@@ -170,7 +203,10 @@ def main() -> None:
                 "ddla_cpu_s_whole_run": d["cpu_s_total"],
                 "ddla_after_training_s": d["after_training_s"],
                 "flower_cpu_s_per_round": f["median_round_cpu_s_excl_first"],
-                "ddla_peak_rss_mb_one_agent": d["peak_rss_mb_one_agent"],
+                "ddla_tree_cpu_s_per_round": d["tree_cpu_s_per_round_excl_first"],
+                "ddla_peak_pss_mb_tree": d["peak_pss_mb_tree"],
+                "flower_peak_pss_mb_tree": f["peak_pss_mb_tree"],
+                "flower_cpu_s_whole_run": f["cpu_s_tree"],
                 "flower_peak_rss_mb_driver": f["peak_rss_mb_driver"],
                 "ddla_final_acc": d["final_acc"], "flower_final_acc": f["final_acc"],
                 "ddla_acc_curve": d["acc_curve"], "flower_acc_curve": f["acc_curve"],
