@@ -85,8 +85,10 @@ class Evaluator:
         #: rounds an agent's model IS the merged one: intermediate evaluations skip evaluating
         #: it again per agent and the parameter all-reduce that would average N equal copies
         #: (measured: most of a round's non-training wall on the Flower workload, see
-        #: docs/benchmarks.md). The final evaluation (``final=True``) does both, so summary.json
-        #: and the final model hash are computed exactly as for every other strategy.
+        #: docs/benchmarks.md), and the agents score the global model on a slice of the shared
+        #: test set each (:meth:`_shard_counts`). The final evaluation (``final=True``) does
+        #: neither, so summary.json and the final model hash are computed exactly as for every
+        #: other strategy.
         self.models_agree = bool(getattr(STRATEGIES.get(config.sync.strategy), "federated", False))
 
     @property
@@ -104,6 +106,19 @@ class Evaluator:
         row = {"step": step, "agent": f"site{self.transport.rank}", "site": self.transport.rank}
         metrics = self.task.evaluate(self.global_model, x, y, num_classes=nc)
         return row | metrics | {"samples": len(y)}, counts
+
+    def _shard_counts(
+        self, shared: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> dict[str, Any] | None:
+        """This agent's share of scoring the global model on the shared test set, when every
+        agent holds the global model (federated rounds): each scores one contiguous slice and
+        rank 0 merges the confusion matrices, so the evaluation's wall on the round's critical
+        path is 1/N of it (classification only: the counts are its sufficient statistic)."""
+        if shared is None or self.task.name != "classification":
+            return None
+        rank, world = self.transport.rank, self.transport.world_size
+        x, y = (torch.tensor_split(t, world)[rank] for t in shared)
+        return evaluate_counts(self.global_model, x, y, num_classes=self.job.num_classes)
 
     def __call__(
         self, step: int, model: torch.nn.Module, timer: AgentTimer, *, final: bool = False
@@ -131,12 +146,15 @@ class Evaluator:
             self.merged_state = self.aggregator.average_state(model, tag="eval")
         self.global_model.load_state_dict(self.merged_state)
         site = self._site_row(step)
-        gathered = self.transport.all_gather_object((row, site), tag="eval")
-        rows = [r for r, _ in gathered]
-        sites = [s for _, s in gathered if s is not None]
+        part = self._shard_counts(shared) if agree else None
+        gathered = self.transport.all_gather_object((row, site, part), tag="eval")
+        rows = [r for r, _, _ in gathered]
+        sites = [s for _, s, _ in gathered if s is not None]
         if self.transport.rank != 0:
             return {}
-        if shared is not None:
+        if part is not None:  # every agent scored a slice of the shared test set
+            merged = metrics_from_counts([c for _, _, c in gathered])
+        elif shared is not None:
             merged = evaluate(self.global_model, *shared, num_classes=nc)
         else:  # the union of the sites' test sets, from their counts
             merged = metrics_from_counts([c for _, c in sites])

@@ -111,3 +111,29 @@ def test_ddla_run_fedavg_digits(tmp_path: Path) -> None:
     assert sum(h["trained_here"] for h in fedsum["per_round"]) == 15 * 3  # rank 0: 3 of 5
     assert summary["final"]["accuracy"] > 0.5, summary["final"]
     assert np.isfinite(summary["final"]["accuracy"])
+
+
+def test_intermediate_global_eval_split_over_agents_equals_full_evaluation(
+    tmp_path: Path,
+) -> None:
+    # Intermediate federated evaluations score the global model on one slice of the test set
+    # per agent and merge the confusion matrices; a run stopped at that round evaluates its
+    # final model the ordinary way (parameter all-reduce, rank 0 scores the whole test set
+    # with torchmetrics). Same seed and constant lr: the same model, so the same metrics.
+    def run(steps: int, out: Path) -> dict:
+        ddla.launch(
+            overrides=[
+                "agents=2", "data.dataset=digits", "sync.strategy=fedavg", "fed.clients=10",
+                "fed.fraction=0.5", "fed.batch=10", "optim.lr=0.1", "optim.schedule=constant",
+                f"train.steps={steps}", "train.eval_every=2", f"out={out}",
+            ],
+            progress=False,
+        )  # fmt: skip
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return {r["step"]: r for r in rows if r["agent"] == "global"}
+
+    longer, stopped = run(4, tmp_path / "a"), run(2, tmp_path / "b")
+    mid, ref = longer[2], stopped[2]
+    assert mid["accuracy"] == pytest.approx(ref["accuracy"], abs=1e-7), (mid, ref)
+    for key in ("loss", "precision", "recall", "f1"):
+        assert mid[key] == pytest.approx(ref[key], rel=1e-5), key
