@@ -95,7 +95,7 @@ class TreeMonitor:
 
     def _sample(self) -> None:
         now = tree(self.root)
-        for t in self._excluded:  # an exited thread's CPU stays in its process: keep the last
+        for t in list(self._excluded):  # an exited thread's CPU stays in its process: keep the last
             self._excluded_cpu[t] = max(self._excluded_cpu.get(t, 0.0), _thread_cpu(self.root, t))
         if self.root in now:  # the root's CPU less its harness threads' CPU
             now[self.root] -= sum(self._excluded_cpu.values())
