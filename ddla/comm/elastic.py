@@ -68,6 +68,8 @@ _ROOT = "elastic"
 STARTED_KEY = f"{_ROOT}/started"
 #: ``RESTARTING_KEY/<rank>``: the launcher is restarting that agent (see ``rejoin_wait_s``).
 RESTARTING_KEY = f"{_ROOT}/restarting"
+#: Key of the fault history inside the state a rejoin moves (see ``_adopt``).
+_HISTORY = "elastic_history"
 
 
 @dataclass(slots=True)
@@ -77,7 +79,9 @@ class FaultEvent:
     ``detect_s``: seconds this agent waited in the failed call before the error (0 for a
     rejoin); ``recover_s``: seconds from the error (or the admission) until the new group
     was ready and, for a rejoin, the state sent; ``steps_lost``: steps of the departed agent's
-    work since the last synchronization it took part in, now discarded.
+    work since the last synchronization it took part in, now discarded; ``heal_bytes``: the
+    size of the state a rejoin moved (as the source sent it or the newcomer received it; 0
+    on a member that neither sent nor received it).
     """
 
     agent: int
@@ -88,6 +92,7 @@ class FaultEvent:
     agents_after: list[int]
     steps_lost: int
     wall_s: float = field(default=0.0)  # seconds since the group was built, for the report
+    heal_bytes: int = field(default=0)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,6 +174,7 @@ class ElasticGroup:
         strategy.elastic = self
         if self.joining is None:  # the run's group formed: from now on the dead rejoin
             self.store.set(STARTED_KEY, b"1")
+            log.info("training began with agents %s", self.members)
 
     def close(self) -> None:
         """Stop the heartbeat this group started (the Transport is closed by its owner)."""
@@ -280,10 +286,13 @@ class ElasticGroup:
         )
         for r in joiners:
             self.store.set(f"{_ROOT}/admit/{r}", ticket)
+        healed = 0
         try:
             self._build(generation, members)
             if self.me == source:
-                blob = _pack(self._state() if self._state is not None else {})
+                blob = _pack({**(self._state() if self._state is not None else {}),
+                              _HISTORY: self._history()})  # fmt: skip
+                healed = blob.numel()
                 for r in joiners:
                     dst = members.index(r)
                     self.transport.send(torch.tensor([blob.numel()]), dst=dst, tag="heal")
@@ -293,7 +302,7 @@ class ElasticGroup:
             self._recover(exc, step, detect_s=0.0)
             return
         for r in joiners:
-            self._record(r, step, "rejoined", 0.0, time.monotonic() - began, 0)
+            self._record(r, step, "rejoined", 0.0, time.monotonic() - began, 0, healed)
         self._say(f"agent(s) {', '.join(map(str, joiners))} rejoined at step {step}")
 
     @classmethod
@@ -356,8 +365,13 @@ class ElasticGroup:
             torch.empty(int(size.item()), dtype=torch.uint8), src=source, tag="heal"
         )
         state = torch.load(io.BytesIO(blob.numpy().tobytes()), weights_only=True)
-        self._record(self.me, step, "rejoined", waited, time.monotonic() - began - waited, 0)
-        log.warning("rejoined at step %d with agents %s", step, self.members)
+        self._adopt(state.pop(_HISTORY, None))
+        pulled = time.monotonic() - began - waited
+        self._record(self.me, step, "rejoined", waited, pulled, 0, blob.numel())
+        log.warning(
+            "rejoined at step %d with agents %s (admitted after %.3f s; state of %d bytes "
+            "pulled in %.3f s)", step, self.members, waited, blob.numel(), pulled,
+        )  # fmt: skip
         return state
 
     # ---- building a group ----------------------------------------------------------------
@@ -402,15 +416,29 @@ class ElasticGroup:
             listener(new)
 
     def _record(
-        self, agent: int, step: int, kind: str, detect: float, recover: float, lost: int
-    ) -> None:
+        self, agent: int, step: int, kind: str, detect: float, recover: float, lost: int,
+        heal_bytes: int = 0,
+    ) -> None:  # fmt: skip
         self.events.append(
             FaultEvent(
                 agent=agent, step=step, kind=kind, detect_s=round(detect, 3),
                 recover_s=round(recover, 3), agents_after=list(self.members), steps_lost=lost,
-                wall_s=round(time.monotonic() - self._started, 3),
+                wall_s=round(time.monotonic() - self._started, 3), heal_bytes=heal_bytes,
             )
         )  # fmt: skip
+
+    def _history(self) -> dict[str, Any]:
+        """The run's fault history so far, for a newcomer (it may write the summary)."""
+        return {"events": [e.as_dict() for e in self.events],
+                "wall_s": time.monotonic() - self._started}  # fmt: skip
+
+    def _adopt(self, history: dict[str, Any] | None) -> None:
+        """Take the source's history: a restarted agent that becomes rank 0 of the group
+        (agent 0 came back) writes summary.json, which must list the faults before it."""
+        if history is None:
+            return
+        self.events = [FaultEvent(**e) for e in history["events"]] + self.events
+        self._started = time.monotonic() - float(history["wall_s"])
 
     def _say(self, line: str) -> None:
         log.info(line)

@@ -186,6 +186,15 @@ def run_supervised(
                     failed[rank] = code
             if failed and len(failed) == len(procs):
                 break
+            if finished_at is None and (stranded := _stranded(procs, control())):
+                _print(f"no agent of the run is left to admit the restarted agent(s) "
+                       f"{', '.join(map(str, stranded))}; stopping them")  # fmt: skip
+                raise AgentFailedError(
+                    f"every agent of the run was lost before the restarted agent(s) "
+                    f"{', '.join(map(str, stranded))} could rejoin: nobody holds the current "
+                    "model to pull",
+                    help=interrupt_help(cfg, out),
+                )
     except KeyboardInterrupt:
         raise AgentFailedError(
             "interrupted; all agents stopped", help=interrupt_help(cfg, out)
@@ -198,6 +207,22 @@ def run_supervised(
     # the grace are stopped without failing the run.
     if not (out / SUMMARY).exists():
         raise _agent_failure(out, _Failures(failed))
+
+
+def _stranded(procs: dict[int, Any], control: Any) -> list[int]:
+    """Restarted agents still waiting to be admitted when no member of the run is alive to
+    admit them (then they would wait ``fault.rejoin_timeout_s`` each, and be restarted to
+    wait again): empty while any member lives or nothing waits.
+
+    A restarted agent is flagged under ``RESTARTING_KEY/<rank>`` by the launcher until it
+    is admitted (it deletes the flag when it has its ticket, ``ElasticGroup.pull``)."""
+    from ddla.comm.elastic import RESTARTING_KEY, STARTED_KEY
+
+    live = [r for r, p in procs.items() if p.exitcode is None]
+    if not live or not control.check([STARTED_KEY]):
+        return []
+    waiting = [r for r in live if control.check([f"{RESTARTING_KEY}/{r}"])]
+    return waiting if len(waiting) == len(live) else []
 
 
 def _print(line: str) -> None:

@@ -197,6 +197,13 @@ def test_a_restarted_agent_rejoins_with_the_others_parameters() -> None:
         )
     kinds = [(e["agent"], e["step"], e["kind"]) for e in results[0]["summary"]["faults"]]
     assert kinds == [(1, 6, "killed"), (1, 9, "rejoined")]
+    # The newcomer carries the run's fault history (agent 0 coming back writes the summary
+    # as the new rank 0), and the heal's size as the source sent it and it received it.
+    mine = [(e["agent"], e["step"], e["kind"]) for e in joined["summary"]["faults"]]
+    assert mine == kinds
+    sent = results[0]["summary"]["faults"][1]["heal_bytes"]
+    assert sent > 0 and joined["summary"]["faults"][1]["heal_bytes"] == sent
+    assert results[2]["summary"]["faults"][1]["heal_bytes"] == 0  # neither sent nor received
 
 
 def test_a_rejoin_nobody_admits_fails_in_one_line() -> None:

@@ -62,6 +62,27 @@ def test_a_killed_agent_is_restarted_and_rejoins(tmp_path: Path, no_leftover_pro
     assert sorted(hashes) == [0, 1, 2] and len(set(hashes.values())) == 1, hashes
 
 
+@pytest.mark.slow  # two restarts; fast case: tests/launch/test_supervise_stranded.py
+@pytest.mark.timeout(900)
+def test_a_run_whose_agents_are_all_lost_before_a_rejoin_fails_in_one_line(
+    tmp_path: Path, no_leftover_processes
+) -> None:
+    # Agent 1 dies at step 15 and is restarted; agent 0, alone since the sync at step 20,
+    # dies at step 25, before agent 1's new process asked to be admitted (it is still
+    # starting): only restarted agents are left, none holds the model. Without the check
+    # each would wait fault.rejoin_timeout_s (600 s) and be restarted to wait again.
+    out = tmp_path / "run"
+    with pytest.raises(ddla.DdlaError, match="nobody holds the current model") as caught:
+        ddla.launch(
+            overrides=[*FAST, "agents=2", "sync.strategy=diloco", "sync.every=10",
+                       "train.steps=200", "comm.timeout_s=30", f"out={out}",
+                       "fault.kill=1@15,0@25", "fault.max_restarts=3"],
+            progress=False,
+        )  # fmt: skip
+    assert "before the restarted agent(s) 0, 1 could rejoin" in str(caught.value)
+    assert not (out / "summary.json").exists()
+
+
 def test_without_restarts_the_survivors_finish(tmp_path: Path, no_leftover_processes) -> None:
     out = tmp_path / "run"
     ddla.launch(overrides=[*SURVIVE, f"out={out}", "fault.kill=0@15"], progress=False)
