@@ -3,14 +3,17 @@ ddla's compressed hooks against PyTorch's own.
 
 DDP replicas of the same MLP share one gloo group of N real agents: built-in all-reduce (no
 hook), ddla's Transport hook and PyTorch's Python ``allreduce_hook``; then ddla's
-``sync.compress`` hooks (``ddla.sync.allreduce._compressed_hook`` through an Aggregator) for
+``sync.compress`` hooks (:mod:`ddla.sync.ddp_hooks`, as ``allreduce`` registers them: fp16/bf16
+through ``compressed_hook``, PowerSGD rank 2 through ``BackgroundBuckets`` on a communication
+thread; ``ddla_powersgd2_sync`` is the synchronous hook of ``sync.background=never``) for
 fp16, bf16 and PowerSGD rank 2 beside PyTorch's ``fp16_compress_hook``,
 ``_bf16_hook`` below (PyTorch's ``fp16_compress_hook`` body with bfloat16: its own
 ``bf16_compress_hook`` and ``bf16_compress_wrapper`` refuse gloo, "required CUDA 11+ and NCCL
 2.10+", torch 2.13) and ``PowerSGDState`` + ``powerSGD_hook`` (rank 2,
-compressing from step 2). They train alternately in blocks on the same batches, so machine
-noise hits all alike; the figure is forward+backward time per step (slowest agent) and the
-ratio ddla / PyTorch of each pair.
+compressing from step 2). They train alternately in blocks on the same batches (every other
+block in reverse order, so no entry always follows the same one), so machine noise hits all
+alike; the figure is forward+backward time per step (slowest agent) and the ratio ddla / PyTorch
+of each pair.
 
     python benchmarks/ddp_hook_cost.py --agents 2 4
 """
@@ -27,8 +30,9 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks, powerSGD_
 from torch.nn.parallel import DistributedDataParallel
 
 from ddla.aggregate import Aggregator
+from ddla.comm.background import BackgroundChannel
 from ddla.compress import build_compressor
-from ddla.sync.allreduce import _bucket_hook, _compressed_hook
+from ddla.sync.ddp_hooks import BackgroundBuckets, bucket_hook, compressed_hook
 from ddla.testing import run_agents
 
 #: (ddla entry, PyTorch entry) whose per-step ratio the record reports.
@@ -74,24 +78,31 @@ def measure(transport, blocks: int, steps: int) -> dict[str, float]:
     def ours(spec: str) -> Aggregator:
         return Aggregator(transport, compressor=build_compressor(spec))
 
+    def background(spec: str) -> BackgroundBuckets:
+        channel = BackgroundChannel(transport)  # collective: every agent, same order
+        return BackgroundBuckets(Aggregator(channel.transport, compressor=build_compressor(spec)),
+                                 channel)  # fmt: skip
+
     psgd = powerSGD_hook.PowerSGDState(
         process_group=group, matrix_approximation_rank=2, start_powerSGD_iter=2
     )
     models = {
         "builtin": ddp(),
-        "ddla_hook": ddp(ours("none"), _bucket_hook),
+        "ddla_hook": ddp(ours("none"), bucket_hook),
         "torch_python_hook": ddp(group, default_hooks.allreduce_hook),
-        "ddla_fp16": ddp(ours("fp16"), _compressed_hook),
+        "ddla_fp16": ddp(ours("fp16"), compressed_hook),
         "torch_fp16": ddp(group, default_hooks.fp16_compress_hook),
-        "ddla_bf16": ddp(ours("bf16"), _compressed_hook),
+        "ddla_bf16": ddp(ours("bf16"), compressed_hook),
         "torch_bf16": ddp(group, _bf16_hook),
-        "ddla_powersgd2": ddp(ours("powersgd:2"), _compressed_hook),
+        "ddla_powersgd2": ddp(background("powersgd:2"), BackgroundBuckets.hook),
         "torch_powersgd2": ddp(psgd, powerSGD_hook.powerSGD_hook),
+        "ddla_powersgd2_sync": ddp(ours("powersgd:2"), compressed_hook),
     }
     x, y = torch.randn(64, 784), torch.randint(0, 10, (64,))
     seconds = dict.fromkeys(models, 0.0)
-    for _ in range(blocks):
-        for name, model in models.items():
+    order = list(models.items())
+    for block in range(blocks):
+        for name, model in order if block % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             for _ in range(steps):
                 model.zero_grad()

@@ -199,10 +199,10 @@ class Aggregator:
         self._audit([buffer], tag)
         wire = (buffer.detach().float() / self.transport.world_size).to(wire_dtype)
 
-        def decode(fut: torch.futures.Future) -> torch.Tensor:
-            return buffer.copy_(fut.value().to(buffer.dtype))
+        def decode(summed: torch.Tensor) -> torch.Tensor:
+            return buffer.copy_(summed.to(buffer.dtype))
 
-        return self.transport.all_reduce_async(wire, tag=tag).then(decode)
+        return self.transport.all_reduce_async(wire, tag=tag, then=decode)
 
     def average_state(
         self, model: torch.nn.Module, *, tag: str = "eval"

@@ -87,7 +87,9 @@ def compressed_mean(
     for rank, buffer in enumerate(gathered):
         decoded = payloads if rank == transport.rank else unpack(buffer, payloads)
         for acc, payload in zip(sums, decoded, strict=True):
-            acc += compressor.decompress(payload).float()
+            # The sender's own decode (error feedback made it) is bitwise what peers decode.
+            own = payload.decoded
+            acc += (own if own is not None else compressor.decompress(payload)).float()
     return [(s / world).to(t.dtype) for s, t in zip(sums, tensors, strict=True)]
 
 

@@ -38,6 +38,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
+import torch
+
 from ddla.errors import CommError, CommTimeoutError, DdlaError
 
 if TYPE_CHECKING:
@@ -49,6 +51,15 @@ T = TypeVar("T")
 #: has run longer than this many timeouts is stuck even if no single call noticed.
 _OPS_PER_JOB = 4
 _POLL_S = 0.2
+
+
+def _located(exc: BaseException, what: str) -> BaseException:
+    """A DdlaError of the same type and hint that says it happened in a background transfer."""
+    if not isinstance(exc, DdlaError):
+        return exc
+    located = type(exc)(f"{exc} (background transfer of {what})", help=exc.help)
+    located.__cause__ = exc
+    return located
 
 
 class Pending(Generic[T]):
@@ -65,6 +76,10 @@ class Pending(Generic[T]):
         self.arrival = float("-inf")
         #: Clock time it was submitted: its transfers start then, or once the link is free.
         self.submitted = float("-inf")
+        #: With ``submit(..., future=True)``: a torch Future completed by the communication
+        #: thread with the job's value (or its error, as :meth:`result` raises it), for
+        #: callers that hand a future on (DDP communication hooks).
+        self.future: torch.futures.Future[T] | None = None
 
     def done(self) -> bool:
         return self._done.is_set()
@@ -87,12 +102,7 @@ class Pending(Generic[T]):
             if not self._channel.alive:
                 raise CommError(f"background communication thread ended before {self.what}")
         if self._error is not None:
-            err = self._error
-            if isinstance(err, DdlaError):  # same type and hint, saying where it happened
-                raise type(err)(
-                    f"{err} (background transfer of {self.what})", help=err.help
-                ) from err
-            raise err
+            raise self._error
         return self._value  # type: ignore[return-value]
 
     def wait(self, *, tag: str = "train") -> T:
@@ -146,10 +156,18 @@ class BackgroundChannel:
     def alive(self) -> bool:
         return self._thread is None or self._thread.is_alive()
 
-    def submit(self, fn: Callable[[Transport], T], *, what: str) -> Pending[T]:
-        """Queue ``fn(transport)`` (collectives on the second group); returns at once."""
+    def submit(
+        self, fn: Callable[[Transport], T], *, what: str, future: bool = False
+    ) -> Pending[T]:
+        """Queue ``fn(transport)`` (collectives on the second group); returns at once.
+
+        With ``future`` the :class:`Pending` also carries a torch Future (``pending.future``)
+        that the communication thread completes as soon as the job ends.
+        """
         pending: Pending[T] = Pending(self, what)
         pending.submitted = self.transport.clock.now()
+        if future:
+            pending.future = torch.futures.Future()
         if self._thread is None:
             self._execute(fn, pending)
         else:
@@ -168,11 +186,16 @@ class BackgroundChannel:
         try:
             pending._value = fn(self.transport)
         except BaseException as exc:  # handed to the training thread, which raises it
-            pending._error = exc
+            pending._error = _located(exc, pending.what)
         if links is not None and self._thread is not None:
             pending.arrival = links.arrival  # type: ignore[attr-defined]
         self.in_flight_s += time.monotonic() - began
         pending._done.set()
+        if pending.future is not None:
+            if pending._error is not None:
+                pending.future.set_exception(pending._error)
+            else:
+                pending.future.set_result(pending._value)
 
     def record_wait(self, seconds: float, *, tag: str = "train") -> None:
         """Seconds the training thread was blocked on a result (0 bytes, one call)."""

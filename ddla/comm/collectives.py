@@ -44,6 +44,18 @@ class _Measured:
     peer: int | None = None
 
 
+class _Done:
+    """A finished value read like a completed future's (``value()``)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def value(self) -> Any:
+        return self._value
+
+
 def _nbytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
@@ -104,8 +116,15 @@ class Collectives:
             "all_reduce", tag, sent, received, body, timeout_s=limit, nbytes=_nbytes(tensor)
         )
 
-    def all_reduce_async(self, tensor: torch.Tensor, *, tag: str = "train") -> torch.futures.Future:
-        """Start a sum all-reduce of ``tensor`` in place; the future yields the tensor.
+    def all_reduce_async(
+        self,
+        tensor: torch.Tensor,
+        *,
+        tag: str = "train",
+        then: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.futures.Future:
+        """Start a sum all-reduce of ``tensor`` in place; the future yields the tensor, or
+        ``then(tensor)`` (e.g. a cast back from the wire dtype) run in the same callback.
 
         For DDP communication hooks. The call, its bytes and its seconds in flight are recorded
         (under ``all_reduce``, through the Transport's seam like every op) when the future
@@ -129,7 +148,7 @@ class Collectives:
         if self.world_size == 1:
             self._end("all_reduce", tag, sent, received, start, nbytes=nbytes)
             done: torch.futures.Future = torch.futures.Future()
-            done.set_result(tensor)
+            done.set_result(tensor if then is None else then(tensor))
             return done
         limit = self.timeout_s
         links = self._links if tag in self._link_tags else None
@@ -147,7 +166,7 @@ class Collectives:
                 "all_reduce", tag, sent, received, start, nbytes=nbytes, charge=False,
                 modelled_s=0.0 if links is None else links.cost("all_reduce", nbytes),
             )  # fmt: skip
-            return value
+            return value if then is None else then(value)
 
         def finish(fut: torch.futures.Future) -> torch.Tensor:
             try:
@@ -158,10 +177,12 @@ class Collectives:
                 raise self._failure(exc, "all_reduce", tag, limit) from exc
             return value[0] if isinstance(value, list) else value
 
-        future = work.get_future().then(finish)
-        if links is not None:
-            # Completes once the modelled transfer is done (a timer on the real clock).
-            future = links.wrap_future(future, "all_reduce", nbytes)
+        if links is None:
+            # One callback, not two: each hop of a chained future is a GIL hand-off on gloo's
+            # thread per bucket (benchmarks/ddp_hook_cost.py).
+            return work.get_future().then(lambda fut: record(_Done(finish(fut))))
+        # Completes once the modelled transfer is done (a timer on the real clock).
+        future = links.wrap_future(work.get_future().then(finish), "all_reduce", nbytes)
         return future.then(record)
 
     def all_gather(

@@ -40,6 +40,10 @@ class Payload:
     shape: tuple[int, ...]
     dtype: torch.dtype
     meta: dict[str, Any] = field(default_factory=dict)
+    #: What ``decompress`` of this very payload returns, when the compressor that made it has
+    #: already computed it (error feedback decodes its own payload to keep the residual), so
+    #: the sender need not decode it again. Never travels: :func:`unpack` leaves it None.
+    decoded: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def nbytes(self) -> int:

@@ -49,8 +49,11 @@ class ErrorFeedback(Compressor):
         if residual is not None and residual.shape == corrected.shape:
             corrected = corrected + residual
         payload = self.inner.compress(corrected, key=key)
-        self.residuals[key] = corrected - self.inner.decompress(payload).float()
+        decoded = self.inner.decompress(payload)
+        self.residuals[key] = corrected - decoded.float()
         payload.dtype = tensor.dtype
+        # decompress(payload) from here on casts the same values to tensor.dtype: keep that.
+        payload.decoded = decoded.to(tensor.dtype)
         return payload
 
     def decompress(self, payload: Payload) -> torch.Tensor:

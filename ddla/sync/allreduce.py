@@ -17,54 +17,25 @@ Two paths, chosen by what must see the gradients:
   so link emulation delays it, secure aggregation masks it, the audit log records it, and its
   time in flight is measured.
 
-With ``sync.compress=fp16``/``bf16`` the hook returns the future of an asynchronous
-low-precision all-reduce of the whole bucket (:meth:`~ddla.aggregate.Aggregator.
-bucket_mean_summable`, like PyTorch's ``fp16_compress_wrapper``), so buckets overlap backward.
-Other compressors average each bucket's per-parameter gradients with
-:meth:`~ddla.aggregate.Aggregator.mean` (int8/int4 as a reduce-scatter + all-gather of
-quantized chunks, top-k/PowerSGD as an all-gather of payloads, error feedback keyed per bucket
-and parameter); that call is synchronous, so those buckets do not overlap backward (and masked
-fp16/bf16 buckets neither: masking needs the whole bucket).
+With ``sync.compress`` set the hooks are those of :mod:`ddla.sync.ddp_hooks`: fp16/bf16
+return the future of an asynchronous low-precision all-reduce of the whole bucket (like
+PyTorch's ``fp16_compress_wrapper``); int8, int4, top-k, PowerSGD and chains queue each
+bucket's :meth:`~ddla.aggregate.Aggregator.mean` on a communication thread over a second
+process group and return its future (:class:`~ddla.sync.ddp_hooks.BackgroundBuckets`), so
+buckets overlap backward and the gradients are bitwise those of the synchronous hook, which
+stays the path for masked or audited means, a model whose replicas sync over a subgroup, and
+``sync.background=never``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ddla.sync.base import Strategy
-
-if TYPE_CHECKING:
-    from ddla.aggregate import Aggregator
-
-
-# DDP inspects the hook's signature and rejects string annotations (this module uses postponed
-# evaluation), so ``bucket`` and the return value stay unannotated: GradBucket -> Future[Tensor].
-def _bucket_hook(aggregator: Aggregator, bucket):
-    """DDP comm hook: mean of the bucket's gradients over agents, through the aggregator."""
-    buffer = bucket.buffer()
-    # Divide before summing (as DDP's default hook does) so fp32 sums stay in range.
-    buffer.div_(aggregator.transport.world_size)
-    return aggregator.bucket_sum(buffer, tag="train")
-
-
-def _compressed_hook(aggregator: Aggregator, bucket):  # see the note above
-    """DDP comm hook: mean of the bucket's gradients through the aggregator's compressor."""
-    future = aggregator.bucket_mean_summable(bucket.buffer(), tag="train")
-    if future is not None:  # fp16/bf16: asynchronous, overlaps the rest of backward
-        return future
-    grads = bucket.gradients()
-    # DDP may rebuild buckets after the first step; keys carry the index and the stateful
-    # compressors reset a key's state when its shape changes.
-    keys = [f"b{bucket.index()}.{i}" for i in range(len(grads))]
-    mean = aggregator.mean(grads, keys=keys, tag="train")
-    buffer = bucket.buffer()
-    buffer.copy_(torch.cat([m.reshape(-1) for m in mean]).to(buffer.dtype))
-    done: torch.futures.Future[torch.Tensor] = torch.futures.Future()
-    done.set_result(buffer)
-    return done
+from ddla.sync.ddp_hooks import BackgroundBuckets, bucket_hook, compressed_hook
 
 
 class AllReduce(Strategy):
@@ -82,6 +53,8 @@ class AllReduce(Strategy):
         super().__init__(**kwargs)
         self._ddp: torch.nn.Module | None = None
         self._grad_bytes = 0
+        #: The background hook's state (channel, in-flight buckets), when it is used.
+        self._buckets: BackgroundBuckets | None = None
         if self.transport.world_size > 1:
             ddp = DistributedDataParallel(
                 self.model,
@@ -90,15 +63,50 @@ class AllReduce(Strategy):
                 # user model built with a different seed per agent is still consistent.
                 broadcast_buffers=True,
             )
-            if self.config.compress != "none":
-                ddp.register_comm_hook(self.aggregator, _compressed_hook)
+            if self._background_hook():
+                ddp.register_comm_hook(self._buckets, BackgroundBuckets.hook)
+            elif self.config.compress != "none":
+                ddp.register_comm_hook(self.aggregator, compressed_hook)
             elif self.aggregator.sees_payloads:
-                ddp.register_comm_hook(self.aggregator, _bucket_hook)
+                ddp.register_comm_hook(self.aggregator, bucket_hook)
             else:
                 self._grad_bytes = sum(
                     p.numel() * p.element_size() for p in self.model.parameters() if p.requires_grad
                 )
             self._ddp = ddp
+
+    def _background_hook(self) -> bool:
+        """Open the communication thread for a compressor that is not a plain cast, unless
+        ``sync.background=never`` or the means must stay on the training thread."""
+        agg = self.aggregator
+        if (
+            self.config.background == "never"
+            or self.config.compress == "none"
+            or (agg.compressor.summable and getattr(agg.compressor, "wire_dtype", None))
+            or agg.protection.masking is not None
+            or agg.protection.audit is not None
+            or not self.transport._run_wide  # replicas of a decomposed model: a subgroup
+        ):
+            return False
+        from ddla.aggregate import Aggregator
+        from ddla.comm.background import BackgroundChannel
+
+        channel = BackgroundChannel(self.transport)
+        # The same compressor object: its error-feedback state is only touched by the jobs.
+        self._buckets = BackgroundBuckets(
+            Aggregator(channel.transport, compressor=agg.compressor, scatter=agg.scatter), channel
+        )
+        return True
+
+    @property
+    def channel(self) -> Any:
+        """The communication thread of the background hook (None when buckets are synchronous)."""
+        return None if self._buckets is None else self._buckets.channel
+
+    def close(self) -> None:
+        super().close()
+        if self._buckets is not None:
+            self._buckets.close()
 
     def after_step(self) -> None:
         if self._grad_bytes:  # fast path: DDP's C++ all-reduce ran inside backward

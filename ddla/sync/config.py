@@ -71,7 +71,10 @@ class SyncConfig:
     """Send pseudo-gradients on a communication thread over a second process group while the
     agent keeps training (:mod:`ddla.comm.background`): ``auto`` when ``sync.overlap`` > 0,
     ``always`` also with overlap 0 (sent and awaited at once: the same result as ``never``),
-    ``never``: the transfer blocks the agent, its result is still held back τ steps."""
+    ``never``: the transfer blocks the agent, its result is still held back τ steps.
+    ``allreduce``: under ``auto`` the DDP hook of a compressor that is not a plain cast (int8,
+    int4, top-k, PowerSGD) averages each bucket on the communication thread while backward
+    goes on (:mod:`ddla.sync.ddp_hooks`); ``never`` keeps that mean inside the hook."""
     mix: float = 0.5
     """``diloco``/``streaming_diloco`` with overlap > 0: the applied fragment is ``mix * local +
     (1 - mix) * global`` (α in the paper); with overlap 0 the global value replaces the local."""
@@ -160,8 +163,8 @@ class SyncConfig:
         if self.background == "always" and self.strategy not in BACKGROUND_STRATEGIES:
             raise ConfigError(
                 f"sync.background=always does not apply to sync.strategy={self.strategy}",
-                help=f"background synchronization is for {', '.join(BACKGROUND_STRATEGIES)}; "
-                "leave sync.background=auto",
+                help=f"background synchronization is for {', '.join(BACKGROUND_STRATEGIES)} "
+                "(allreduce's compressed DDP hooks use it under auto); leave sync.background=auto",
             )
 
     def dedicated_servers(self) -> list[int]:
