@@ -2,16 +2,16 @@
 
 Spec grammar: ``STAGE[+STAGE...]`` with ``STAGE = NAME[:ARG]`` —
 ``none``, ``fp16``, ``bf16``, ``int8[:BLOCK]``, ``int4[:BLOCK]``, ``topk:RATIO``,
-``powersgd:RANK``, ``sign[:BLOCK]``; e.g. ``topk:0.01+int8``. Specs whose stages drop information
-(``topk``, ``powersgd``) are wrapped in error feedback as a whole, so the residual also holds
-what later stages rounded away.
+``powersgd:RANK``, ``sign[:BLOCK]``, ``ternary[:BLOCK]``; e.g. ``topk:0.01+int8``. Specs whose
+stages drop information (``topk``, ``powersgd``, ``sign``, ``ternary``) are wrapped in error
+feedback as a whole, so the residual also holds what later stages rounded away.
 
 Example:
     >>> from ddla.compress import build_compressor
     >>> build_compressor("topk:0.01+int8").spec
     'topk:0.01+int8'
     >>> sorted(COMPRESSORS)
-    ['bf16', 'fp16', 'int4', 'int8', 'none', 'powersgd', 'sign', 'topk']
+    ['bf16', 'fp16', 'int4', 'int8', 'none', 'powersgd', 'sign', 'ternary', 'topk']
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ddla.compress.int4 import Int4
 from ddla.compress.int8 import Int8
 from ddla.compress.powersgd import PowerSGD
 from ddla.compress.sign import Sign
+from ddla.compress.ternary import Ternary
 from ddla.compress.topk import TopK
 from ddla.errors import ConfigError
 
@@ -40,6 +41,7 @@ COMPRESSORS: dict[str, type[Compressor]] = {
     "topk": TopK,
     "powersgd": PowerSGD,
     "sign": Sign,
+    "ternary": Ternary,
 }
 
 #: How each name's ``:ARG`` is read: (parser, required, example).
@@ -52,11 +54,12 @@ _ARGS: dict[str, tuple[Any, bool, str]] = {
     "topk": (float, True, "topk:0.01"),
     "powersgd": (int, True, "powersgd:4"),
     "sign": (int, False, "sign:1024"),
+    "ternary": (int, False, "ternary:1024"),
 }
 
 ALLOWED = (
-    "none, fp16, bf16, int8[:BLOCK], int4[:BLOCK], topk:RATIO, powersgd:RANK, sign[:BLOCK] "
-    "(join with +)"
+    "none, fp16, bf16, int8[:BLOCK], int4[:BLOCK], topk:RATIO, powersgd:RANK, sign[:BLOCK], "
+    "ternary[:BLOCK] (join with +)"
 )
 
 
@@ -113,6 +116,7 @@ __all__ = [
     "Payload",
     "PowerSGD",
     "Sign",
+    "Ternary",
     "TopK",
     "build_compressor",
     "pack",
