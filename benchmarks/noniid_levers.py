@@ -92,6 +92,15 @@ def row(r: dict[str, Any], base: dict[str, Any], target: str) -> str:
     )
 
 
+def curve(out: Path) -> list[tuple[int, int, float]]:
+    """(step, bytes per agent, accuracy) of every global evaluation a run directory holds."""
+    path = out / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [
+        (r["step"], r["bytes_sent"] // 4, r["accuracy"]) for r in rows if r["agent"] == "global"
+    ]
+
+
 def recorded_baseline(args: argparse.Namespace) -> dict[str, Any]:
     """The allreduce fp32 result of this seed and partition from a record of either script."""
     record = json.loads(Path(args.baseline).read_text())
@@ -115,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="runs/noniid_levers")
     p.add_argument("--name", default="noniid_levers", help="record name (-seedN is appended)")
     p.add_argument("--baseline", help="a record holding this seed's allreduce run (no rerun)")
+    p.add_argument(
+        "--analyse-only",
+        action="store_true",
+        help="record the run directories already under --work without training; a run that "
+        "was stopped (no summary.json) is recorded as stopped, with its curve so far",
+    )
     args = p.parse_args(argv)
     runs = [parse(t) for t in args.runs]
     recorded = recorded_baseline(args) if args.baseline else None
@@ -124,19 +139,24 @@ def main(argv: list[str] | None = None) -> int:
     plan = []
     for run in runs:
         out = work / dirname(run["spec"])
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
+        if not args.analyse_only:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.jsonl").unlink(missing_ok=True)
         plan.append((str(out), overrides(args, run)))
     sha = git_sha()
     print(f"{len(plan)} runs, seed {args.seed}, {args.partition} at {sha}", flush=True)
     start = time.perf_counter()
-    run_agents(_agent, 4, plan, timeout_s=6 * 3600)
+    if not args.analyse_only:
+        run_agents(_agent, 4, plan, timeout_s=6 * 3600)
     elapsed = time.perf_counter() - start
     target = f"{args.target:g}"
-    results = []
+    results, stopped = [], []
     for run, (out, _) in zip(runs, plan, strict=True):
         meta = {"partition": args.partition, "strategy": run["strategy"],
                 "compress": run["compress"], "every": run["every"]}  # fmt: skip
+        if not (Path(out) / "summary.json").exists():
+            stopped.append({"spec": run["spec"], **meta, "curve": curve(Path(out))})
+            continue
         results.append({"spec": run["spec"], **analyse(Path(out), meta, [args.target], 4)})
     if recorded is not None:
         results.insert(0, recorded)
@@ -146,13 +166,23 @@ def main(argv: list[str] | None = None) -> int:
         "final acc | Δ vs allreduce | bytes/agent (run) | goal |",
         "|---|---|---|---|---|---|---|---|",
         *[row(r, base, target) for r in results],
+        *[
+            f"| `{r['spec']}` | stopped at step {r['curve'][-1][0] if r['curve'] else 0}: "
+            f"{100 * r['curve'][-1][2] if r['curve'] else 0:.2f}% there | | | | | | no |"
+            for r in stopped
+        ],
     ]
     md = "\n".join(lines)
     name = f"{args.name}-seed{args.seed}"
     path = write_record(
         name,
         config={**vars(args), "workload": overrides(args, runs[0])[:13], "git_sha_run": sha},
-        figures={"elapsed_s": round(elapsed, 1), "table": md, "results": results},
+        figures={
+            "elapsed_s": round(elapsed, 1),
+            "table": md,
+            "results": results,
+            "stopped": stopped,
+        },
     )
     print(md)
     print(f"\n{len(plan)} runs in {elapsed:.0f} s; record: {path}")
