@@ -71,6 +71,7 @@ def overrides(args: argparse.Namespace, run: dict[str, Any]) -> list[str]:
         f"sync.strategy={run['strategy']}",
         f"sync.every={run['every']}",
         f"sync.compress={run['compress']}",
+        "comm.timeout_s=1800",  # a 2-core machine shared by many: slow peers, not lost ones
         *run["extra"],
     ]
 
