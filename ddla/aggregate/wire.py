@@ -17,6 +17,8 @@ Three schemes, chosen by the compressor (the reasoning is in ``docs/compression.
   as many for 4 agents, a fifth for 10). The price is a second rounding: per value the error is
   at most the mean of the agents' half-steps plus half a step of the mean's block. Used only
   when it sends fewer bytes than the all-gather (never for 2 agents, nor for tiny calls).
+  ``sign`` (1 bit per value) takes the same path with error feedback on both roundings: each
+  agent keeps a residual per chunk it sends and one for the partial mean it re-encodes.
 * everything else (``topk``, ``powersgd``, chains) is an **all-gather of
   compressed payloads**: each agent compresses its own tensors once (error feedback sees exactly
   what peers will decode), all payloads of one call travel packed in one ``uint8`` buffer, and
@@ -80,7 +82,7 @@ def compressed_mean(
         return _summable(transport, tensors, compressor, tag, keys)
     block = compressor.requantize_block
     if scatter and block is not None and _scatter_sends_less(compressor, tensors, world, block):
-        return _requantized(transport, tensors, compressor, tag, block)
+        return _requantized(transport, tensors, compressor, tag, block, keys[0])
     payloads = [compressor.compress(t, key=k) for t, k in zip(tensors, keys, strict=True)]
     gathered = transport.all_gather(pack(payloads), tag=tag)
     sums = [torch.zeros(t.shape, dtype=torch.float32) for t in tensors]
@@ -141,6 +143,7 @@ def _requantized(
     compressor: Compressor,
     tag: str,
     block: int,
+    key: str,
 ) -> list[torch.Tensor]:
     world = transport.world_size
     flat = torch.cat([t.detach().reshape(-1).float() for t in tensors])
@@ -149,14 +152,18 @@ def _requantized(
     chunk = math.ceil(flat.numel() / (world * block)) * block
     padded = torch.zeros(world * chunk, dtype=torch.float32)
     padded[: flat.numel()] = flat
-    parts = [compressor.compress(c) for c in padded.split(chunk)]
+    # Keys for stateful (error-feedback) codes: one residual per chunk sent, one for the partial
+    # mean this agent re-encodes (stable across calls with the same first key).
+    parts = [
+        compressor.compress(c, key=f"{key}/chunk{j}") for j, c in enumerate(padded.split(chunk))
+    ]
     received = transport.all_to_all(torch.cat([pack([p]) for p in parts]), tag=tag)
     # My chunk, as every agent sent it (mine included, decoded too: all W inputs get the same
     # treatment), summed in rank order.
     total = torch.zeros(chunk, dtype=torch.float32)
     for piece in received.chunk(world):
         total += compressor.decompress(unpack(piece, parts[:1])[0]).float()
-    mean = compressor.compress(total / world)
+    mean = compressor.compress(total / world, key=f"{key}/mean")
     gathered = transport.all_gather(pack([mean]), tag=tag)
     # Everyone decodes the same W payloads (its own mean through the bytes it sent, too), so
     # the result is bitwise identical on every agent.

@@ -2,16 +2,16 @@
 
 Spec grammar: ``STAGE[+STAGE...]`` with ``STAGE = NAME[:ARG]`` —
 ``none``, ``fp16``, ``bf16``, ``int8[:BLOCK]``, ``int4[:BLOCK]``, ``topk:RATIO``,
-``powersgd:RANK``; e.g. ``topk:0.01+int8``. Specs whose stages drop information
-(``topk``, ``powersgd``) are wrapped in error feedback as a whole, so the residual also holds
-what later stages rounded away.
+``powersgd:RANK``, ``sign[:BLOCK]``, ``ternary[:BLOCK]``; e.g. ``topk:0.01+int8``. Specs whose
+stages drop information (``topk``, ``powersgd``, ``sign``, ``ternary``) are wrapped in error
+feedback as a whole, so the residual also holds what later stages rounded away.
 
 Example:
     >>> from ddla.compress import build_compressor
     >>> build_compressor("topk:0.01+int8").spec
     'topk:0.01+int8'
     >>> sorted(COMPRESSORS)
-    ['bf16', 'fp16', 'int4', 'int8', 'none', 'powersgd', 'topk']
+    ['bf16', 'fp16', 'int4', 'int8', 'none', 'powersgd', 'sign', 'ternary', 'topk']
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from ddla.compress.identity import Identity
 from ddla.compress.int4 import Int4
 from ddla.compress.int8 import Int8
 from ddla.compress.powersgd import PowerSGD
+from ddla.compress.sign import Sign
+from ddla.compress.ternary import Ternary
 from ddla.compress.topk import TopK
 from ddla.errors import ConfigError
 
@@ -38,6 +40,8 @@ COMPRESSORS: dict[str, type[Compressor]] = {
     "int4": Int4,
     "topk": TopK,
     "powersgd": PowerSGD,
+    "sign": Sign,
+    "ternary": Ternary,
 }
 
 #: How each name's ``:ARG`` is read: (parser, required, example).
@@ -49,9 +53,14 @@ _ARGS: dict[str, tuple[Any, bool, str]] = {
     "int4": (int, False, "int4:128"),
     "topk": (float, True, "topk:0.01"),
     "powersgd": (int, True, "powersgd:4"),
+    "sign": (int, False, "sign:1024"),
+    "ternary": (int, False, "ternary:1024"),
 }
 
-ALLOWED = "none, fp16, bf16, int8[:BLOCK], int4[:BLOCK], topk:RATIO, powersgd:RANK (join with +)"
+ALLOWED = (
+    "none, fp16, bf16, int8[:BLOCK], int4[:BLOCK], topk:RATIO, powersgd:RANK, sign[:BLOCK], "
+    "ternary[:BLOCK] (join with +)"
+)
 
 
 def _build_stage(text: str) -> Compressor:
@@ -106,6 +115,8 @@ __all__ = [
     "Int8",
     "Payload",
     "PowerSGD",
+    "Sign",
+    "Ternary",
     "TopK",
     "build_compressor",
     "pack",

@@ -43,6 +43,15 @@ class ErrorFeedback(Compressor):
     def spec(self) -> str:
         return self.inner.spec
 
+    @property
+    def requantize_block(self) -> int | None:
+        # A blockwise code (``sign``) keeps the reduce-scatter scheme; the wire passes a key per
+        # chunk and per partial mean, so each rounding has its own residual.
+        return self.inner.requantize_block
+
+    def payload_nbytes(self, numel: int) -> int | None:
+        return self.inner.payload_nbytes(numel)
+
     def compress(self, tensor: torch.Tensor, *, key: str = "0") -> Payload:
         corrected = tensor.detach().float()
         residual = self.residuals.get(key)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ddla.choices import check_choices, choice
 from ddla.errors import ConfigError
+from ddla.sync.drift import DRIFT
 from ddla.sync.ssp import SERVER_OPTIMIZERS
 
 #: Default H of each strategy. A periodic strategy synchronizing every step would only add
@@ -78,6 +79,10 @@ class SyncConfig:
     mix: float = 0.5
     """``diloco``/``streaming_diloco`` with overlap > 0: the applied fragment is ``mix * local +
     (1 - mix) * global`` (α in the paper); with overlap 0 the global value replaces the local."""
+    drift: str = choice("none", DRIFT, noun="sync.drift value")
+    """``diloco``/``local_sgd``: inner-loop drift correction for non-IID data. ``scaffold``:
+    SCAFFOLD's control variates (Karimireddy et al. 2020) estimated from the pseudo-gradients
+    the strategy already averages, so no extra bytes (:mod:`ddla.sync.drift`)."""
 
     servers: int = 1
     """``param_server``: number of servers; the parameters are cut into that many shards of
@@ -160,6 +165,8 @@ class SyncConfig:
             )
         if not 0 <= self.mix < 1:
             raise ConfigError(f"sync.mix must be in [0, 1), got {self.mix}")
+        if self.drift != "none":
+            self._check_drift()
         if self.background == "always" and self.strategy not in BACKGROUND_STRATEGIES:
             raise ConfigError(
                 f"sync.background=always does not apply to sync.strategy={self.strategy}",
@@ -183,6 +190,20 @@ class SyncConfig:
         if dedicated:
             return dedicated, [r for r in range(world_size) if r not in dedicated]
         return list(range(self.servers)), list(range(world_size))
+
+    def _check_drift(self) -> None:
+        if self.strategy not in ("diloco", "local_sgd"):
+            raise ConfigError(
+                f"sync.drift={self.drift} does not apply to sync.strategy={self.strategy}",
+                help="drift correction is for diloco and local_sgd (whole-model syncs); "
+                "the federated strategy is sync.strategy=scaffold",
+            )
+        if self.overlap > 0 or self.background == "always":
+            raise ConfigError(
+                f"sync.drift={self.drift} needs the mean at the sync step "
+                f"(sync.overlap={self.overlap}, sync.background={self.background})",
+                help="set sync.overlap=0 and leave sync.background=auto with sync.drift",
+            )
 
     @property
     def in_background(self) -> bool:

@@ -31,6 +31,7 @@ import torch
 
 from ddla.errors import ConfigError
 from ddla.sync.base import Strategy
+from ddla.sync.drift import DriftCorrection
 from ddla.sync.fragments import due_fragments, split_fragments
 from ddla.sync.outer import build_outer_optimizer, mix, outer_step, pseudo_gradient
 
@@ -72,6 +73,12 @@ class PeriodicOuterSync(Strategy):
         self.inflight: dict[int, Any] = {}
         if self.config.in_background and self.transport.world_size > 1 and self.params:
             self._open_channel()
+        #: SCAFFOLD-style control variates of the inner loop (``sync.drift``), else None.
+        self.drift: DriftCorrection | None = None
+        if self.config.drift == "scaffold":
+            group = {id(p): g for g in self.optimizer.param_groups for p in g["params"]}
+            sliced = [self.params[sl.index] for sl in self.fragments[0]]
+            self.drift = DriftCorrection(self._views(0), [group[id(p)] for p in sliced])
 
     def _open_channel(self) -> None:
         from ddla.aggregate import Aggregator
@@ -117,6 +124,8 @@ class PeriodicOuterSync(Strategy):
                 help="set sync.background=never, or fault.survive=never",
             )
         step = self.local_step
+        if self.drift is not None:
+            self.drift.inner_step()
         due_now = due_fragments(step=step, every=self.every, fragments=len(self.fragments))
         for f in due_now:
             self._sync(f, step, apply_now=self.overlap == 0)
@@ -138,6 +147,8 @@ class PeriodicOuterSync(Strategy):
         else:
             mean = self._collective(lambda: self.aggregator.mean(grads, keys=keys, tag="train"))
             outer_step(self.outer, self.anchor[f], mean)
+            if self.drift is not None:
+                self.drift.after_sync(grads, mean)
             if f == 0:
                 self._collective(self._average_buffers)
         if apply_now:
@@ -232,6 +243,7 @@ class PeriodicOuterSync(Strategy):
             "compressor": self.compressor.state_dict(),
             "pending": list(self.pending),
             "last_sync": list(self.last_sync),
+            **({"drift": self.drift.state_dict()} if self.drift is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -244,3 +256,5 @@ class PeriodicOuterSync(Strategy):
         self.compressor.load_state_dict(state["compressor"])
         self.pending = [(int(at), int(f)) for at, f in state["pending"]]
         self.last_sync = [int(s) for s in state["last_sync"]]
+        if self.drift is not None:
+            self.drift.load_state_dict(state["drift"])

@@ -13,6 +13,15 @@ the papers (Douillard et al. 2023, arXiv 2311.08105; 2025, arXiv 2501.18512):
 and every agent restarts from ``global_t`` (DiLoCo), or, with overlap tau > 0, keeps training
 and tau steps later merges ``alpha * local + (1 - alpha) * global_t`` (streaming DiLoCo).
 Fragment f of P syncs after every step s > 0 with ``s % H == f * H // P``.
+
+With ``drift=True`` (``sync.drift=scaffold``, SCAFFOLD option II, Karimireddy et al. 2020,
+arXiv 1910.06378, every client in every round), after every inner step of agent i
+
+    local_i -= lr_inner * (c - c_i)                      # c = c_i = 0 at first
+
+and at each sync, with S = lr_inner * (inner steps since the last sync) and d_i = global - local_i:
+
+    c_i = c_i - c + d_i / S;   c = mean_i(d_i) / S
 """
 
 from __future__ import annotations
@@ -80,8 +89,10 @@ def replay(
     fragments: int = 1,
     overlap: int = 0,
     alpha: float = MIX,
+    drift: bool = False,
 ) -> list[dict[str, object]]:
     """The same run for ``world`` agents in one process, from the formulas above."""
+    assert not drift or (fragments == 1 and overlap == 0)
     lr, mu = OUTER_LR, OUTER_MOMENTUM
     table = FRAGMENT_TABLES[fragments]
     models = [make_model() for _ in range(world)]  # all start from rank 0's parameters
@@ -92,12 +103,20 @@ def replay(
     offsets = [f * every // fragments for f in range(fragments)]
     pending: dict[int, int] = {}  # fragment -> step after which its merge is due
     last = [0] * fragments
+    c = [torch.zeros_like(g) for g in glob]  # drift: the shared control variate
+    ci = [[torch.zeros_like(g) for g in glob] for _ in range(world)]  # and each agent's
 
-    def outer(f: int) -> None:
+    def outer(f: int, step: int) -> None:
         for i, a, b in table[f]:
-            delta = sum(glob[i][a:b] - local[r][i][a:b] for r in range(world)) / world
+            own = [glob[i][a:b] - local[r][i][a:b] for r in range(world)]
+            delta = sum(own) / world
             mom[i][a:b] = mu * mom[i][a:b] + delta
             glob[i][a:b] -= lr * (delta + mu * mom[i][a:b])
+            if drift:
+                s = INNER_LR * (step - last[f])
+                for r in range(world):
+                    ci[r][i] = ci[r][i] - c[i] + own[r] / s
+                c[i] = delta / s
 
     def merge(f: int, keep: float) -> None:
         for r in range(world):
@@ -110,9 +129,12 @@ def replay(
             for r in range(world):
                 with torch.enable_grad():
                     inner_step(models[r], opts[r], r, step)
+                if drift:
+                    for i in range(len(glob)):
+                        local[r][i] -= INNER_LR * (c[i] - ci[r][i])
             for f in range(fragments):
                 if step % every == offsets[f]:
-                    outer(f)
+                    outer(f, step)
                     last[f] = step
                     if overlap == 0:
                         merge(f, 0.0)
@@ -128,7 +150,7 @@ def replay(
         # result still in flight is applied whole, so every agent ends on the global copy.
         for f in range(fragments):
             if last[f] < steps:
-                outer(f)
+                outer(f, steps)
                 merge(f, 0.0)
             elif f in pending:
                 merge(f, 0.0)
@@ -151,6 +173,8 @@ CASES: dict[str, tuple[dict[str, object], int]] = {
     # DiLoCo's one-step-delayed outer update (the whole model as one fragment, tau = 1),
     # sent in the background (sync.background=auto turns it on with overlap > 0)
     "diloco_tau1": ({"strategy": "diloco", "every": 3, "overlap": 1}, 10),
+    # SCAFFOLD's control variates in DiLoCo's inner loop (several rounds: c - c_i acts)
+    "diloco_scaffold": ({"strategy": "diloco", "every": 3, "drift": "scaffold"}, 10),
     # alpha != 1/2, so that alpha and 1 - alpha cannot be confused
     "streaming_p2_tau1_mix0.2": (
         {"strategy": "streaming_diloco", "every": 4, "fragments": 2, "overlap": 1, "mix": 0.2},
@@ -173,6 +197,7 @@ def replay_case(name: str, world: int) -> list[dict[str, object]]:
         fragments=int(kwargs.get("fragments", 1)),  # type: ignore[arg-type]
         overlap=int(kwargs.get("overlap", 0)),  # type: ignore[arg-type]
         alpha=float(kwargs.get("mix", MIX)),  # type: ignore[arg-type]
+        drift=kwargs.get("drift", "none") == "scaffold",
     )
 
 

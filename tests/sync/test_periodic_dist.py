@@ -18,7 +18,7 @@ from tests.sync.diloco_replay import CASES, assert_same_run, case_config, replay
 IN, HID, OUT = 6, 5, 3
 WORLD = 3
 #: Replayed over gloo: DiLoCo and streaming DiLoCo with tau > 0 (the rest with one agent).
-DIST_CASES = ("diloco", "streaming_p3_tau2")
+DIST_CASES = ("diloco", "streaming_p3_tau2", "diloco_scaffold")
 
 
 def _model() -> torch.nn.Module:
@@ -58,11 +58,12 @@ def _train(transport, sync: SyncConfig, steps: int, *, optim: str = "sgd", snaps
     return model, opt, strategy
 
 
-COMPRESSORS = ["none", "fp16", "int8", "int4", "topk:0.2", "powersgd:1", "topk:0.3+int8"]
+COMPRESSORS = ["none", "fp16", "int8", "int4", "topk:0.2", "powersgd:1", "topk:0.3+int8", "sign:8"]
 FEW = ["none", "int4", "powersgd:1+int8"]  # the other strategies share DiLoCo's sync code
 STRATEGY_CONFIGS = [
     ({"strategy": "local_sgd", "every": 3}, FEW),
     ({"strategy": "diloco", "every": 3}, COMPRESSORS),
+    ({"strategy": "diloco", "every": 3, "drift": "scaffold"}, ["none", "int4", "sign:8"]),
     ({"strategy": "streaming_diloco", "every": 4, "fragments": 2}, FEW),
     ({"strategy": "streaming_diloco", "every": 4, "fragments": 3, "overlap": 1}, FEW),
 ]
@@ -95,7 +96,13 @@ def _agent(transport: Transport) -> dict[str, object]:
             key = f"{cfg}|{spec}"
             out[key] = (snaps, _params(model), [[s for s in f] for f in strategy.fragments])
     # 4. checkpoint: stop at step 4, rebuild from state dicts, continue to 8 == straight 8.
-    out["resume"] = _resume(transport)
+    out["resume"] = _resume(
+        transport, SyncConfig(strategy="diloco", every=3, compress="topk:0.3+int8")
+    )
+    # (with drift correction: the control variates and sign's residuals are in the state)
+    out["resume_drift"] = _resume(
+        transport, SyncConfig(strategy="diloco", every=3, compress="sign:8", drift="scaffold")
+    )
     # 5. DiLoCo and streaming DiLoCo (tau > 0) at the default outer settings, for the replay.
     out["replay"] = {
         name: run_library(transport, case_config(name), CASES[name][1]) for name in DIST_CASES
@@ -103,9 +110,9 @@ def _agent(transport: Transport) -> dict[str, object]:
     return out
 
 
-def _resume(transport: Transport) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    sync = SyncConfig(strategy="diloco", every=3, compress="topk:0.3+int8")
-
+def _resume(
+    transport: Transport, sync: SyncConfig
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     def run(model, opt, strategy, start, stop):
         for step in range(start, stop):
             x, y = _batch(transport.rank, step)
@@ -191,9 +198,10 @@ def test_periodic_strategies_over_three_agents(three_agents):
             init = _params(_model())
             assert any(not torch.allclose(a, b) for a, b in zip(final0, init, strict=True)), key
     for r in results:
-        straight, resumed = r["resume"]
-        for a, b in zip(straight, resumed, strict=True):
-            assert torch.equal(a, b)
+        for key in ("resume", "resume_drift"):
+            straight, resumed = r[key]
+            for a, b in zip(straight, resumed, strict=True):
+                assert torch.equal(a, b), key
 
 
 def _plain_training(steps: int) -> list[torch.Tensor]:
